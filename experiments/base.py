@@ -1,0 +1,42 @@
+"""The default experiment: a byte-level Llama-style LM on the Python standard library.
+
+Run (2-core CPU, no accelerator, about 9 minutes):
+  python -m llmjax.main --config experiments/base.py --workdir runs/base
+Result: held-out loss about X nats/byte (Y bits/byte) after Z steps.
+Small/CPU-quick variant for smoke tests: --config experiments/base.py:tiny
+"""
+
+from llmjax import configs
+
+
+def get_config(variant: str = ''):
+  config = configs.defaults()
+  config.model.d_model = 128  # D
+  config.model.num_layers = 4  # L
+  config.model.num_heads = 4  # N
+  config.model.num_kv_heads = 4  # K
+  config.model.mlp_dim = 384  # F (SwiGLU: three D x F matrices)
+  config.model.max_len = 256  # context length
+  config.data.seq_len = 256  # T
+  config.data.global_batch_size = 32  # B
+  config.optim.lr = 3e-3  # peak learning rate
+  config.optim.schedule = 'cosine'
+  config.optim.warmup_steps = 100
+  config.train.steps = 2000
+  config.train.log_every = 50
+  config.train.eval_every = 500
+  if variant == 'tiny':  # seconds on a CPU: for smoke tests
+    config.model.d_model = 32
+    config.model.num_layers = 2
+    config.model.num_heads = 2
+    config.model.num_kv_heads = 2
+    config.model.mlp_dim = 64
+    config.data.seq_len = 64
+    config.data.global_batch_size = 8
+    config.optim.warmup_steps = 5
+    config.train.steps = 20
+    config.train.log_every = 5
+    config.train.eval_every = 10
+    config.train.eval_batches = 2
+    config.train.sample_tokens = 20
+  return config

@@ -1,0 +1,231 @@
+"""Experiment configs: defaults, validation, and unpacking into frozen dataclasses.
+
+An experiment file's `get_config()` returns an `ml_collections.ConfigDict` with
+one section per dataclass below. `build` is the one place where that dict is
+checked and turned into an `Experiment`; nothing else reads the ConfigDict.
+Every problem is reported at once, naming the field, before any compile or
+file write.
+"""
+
+import dataclasses
+import difflib
+import typing
+
+from ml_collections import config_dict
+
+from llmjax import optim, sharding
+from llmjax.data import pipeline
+from llmjax.metrics import MetricsConfig
+from llmjax.model import config as model_config
+from llmjax.model import parametrization
+from llmjax.model.config import ModelConfig
+from llmjax.optim import OptimConfig
+from llmjax.sharding import MeshConfig
+from llmjax.train import TrainConfig
+
+
+class ConfigError(ValueError):
+  """An invalid experiment config; the message names every offending field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  model: ModelConfig
+  data: pipeline.DataConfig
+  optim: OptimConfig
+  train: TrainConfig
+  mesh: MeshConfig
+  metrics: MetricsConfig
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Experiment)}
+
+
+def defaults() -> config_dict.ConfigDict:
+  """A ConfigDict with every section and field at its default.
+
+  Model fields start unset (typed placeholders): a `model.preset` fills them and
+  fields set explicitly win over the preset.
+  """
+  config = config_dict.ConfigDict()
+  hints = typing.get_type_hints(ModelConfig)
+  model = {f.name: config_dict.placeholder(hints[f.name])
+           for f in dataclasses.fields(ModelConfig)}
+  config.model = config_dict.ConfigDict({'preset': '', **model})
+  for name, cls in SECTIONS.items():
+    if name != 'model':
+      config[name] = config_dict.ConfigDict(dataclasses.asdict(cls()))
+  return config
+
+
+def build(config: config_dict.ConfigDict, num_devices: int) -> Experiment:
+  """Validates `config` for a run on `num_devices` and unpacks it; raises ConfigError."""
+  errors: list[str] = []
+  unknown = set(config.keys()) - set(SECTIONS)
+  for key in sorted(unknown):
+    errors.append(_unknown('config', key, SECTIONS))
+  sections = {}
+  for name, cls in SECTIONS.items():
+    values = dict(config.get(name) or {})
+    if name == 'model':
+      values = _resolve_model(values, errors)
+    sections[name] = _build_section(name, cls, values, errors)
+  if errors:
+    raise ConfigError('\n'.join(errors))
+  exp = Experiment(**sections)
+  _check_semantics(exp, num_devices, errors)
+  if errors:
+    raise ConfigError('\n'.join(errors))
+  return exp
+
+
+def as_dict(exp: Experiment) -> dict:
+  """The resolved experiment, as written to config.json."""
+  return dataclasses.asdict(exp)
+
+
+def _unknown(section: str, key: str, known) -> str:
+  close = difflib.get_close_matches(key, list(known), n=1)
+  hint = f'; did you mean {close[0]!r}?' if close else ''
+  return f'{section}.{key}: unknown key{hint}'
+
+
+def _resolve_model(values: dict, errors: list[str]) -> dict:
+  """Dataclass defaults <- preset <- fields set in the config; head_dim defaults to D/N."""
+  preset = values.pop('preset', '')
+  explicit = {k: v for k, v in values.items() if v is not None}
+  base = {}
+  if preset:
+    if preset not in model_config.PRESETS:
+      errors.append(f'config.model.preset: unknown preset {preset!r}; known: '
+                    f'{", ".join(model_config.PRESETS)}')
+    else:
+      base = dict(model_config.PRESETS[preset])
+  merged = {**base, **explicit}
+  if 'head_dim' not in merged and merged.get('d_model') and merged.get('num_heads'):
+    merged['head_dim'] = merged['d_model'] // merged['num_heads']
+  return merged
+
+
+def _build_section(name: str, cls, values: dict, errors: list[str]):
+  hints = typing.get_type_hints(cls)
+  fields = {f.name for f in dataclasses.fields(cls)}
+  kwargs = {}
+  for key, value in values.items():
+    if key not in fields:
+      errors.append(_unknown(f'config.{name}', key, fields))
+    elif not _type_ok(value, hints[key]):
+      errors.append(f'config.{name}.{key}: expected {_type_name(hints[key])}, got '
+                    f'{type(value).__name__} {value!r}')
+    else:
+      kwargs[key] = float(value) if hints[key] is float else value
+      if typing.get_origin(hints[key]) is tuple or hints[key] is tuple:
+        kwargs[key] = _to_tuple(value)
+  return cls(**kwargs)
+
+
+def _type_ok(value, hint) -> bool:
+  if hint is bool:
+    return isinstance(value, bool)
+  if hint is int:
+    return isinstance(value, int) and not isinstance(value, bool)
+  if hint is float:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+  if hint is str:
+    return isinstance(value, str)
+  if hint is tuple or typing.get_origin(hint) is tuple:
+    return isinstance(value, tuple | list)
+  return True
+
+
+def _type_name(hint) -> str:
+  return getattr(hint, '__name__', str(hint))
+
+
+def _to_tuple(value):
+  return tuple(_to_tuple(v) if isinstance(v, list | tuple) else v for v in value)
+
+
+def _choice(errors, field: str, value, allowed) -> None:
+  if value not in allowed:
+    errors.append(f'config.{field}: unknown option {value!r}; choose one of {", ".join(allowed)}')
+
+
+def _positive(errors, field: str, value) -> None:
+  if not value > 0:
+    errors.append(f'config.{field}: must be positive, got {value!r}')
+
+
+def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> None:
+  m, d, o, t = exp.model, exp.data, exp.optim, exp.train
+  _choice(errors, 'model.norm', m.norm, model_config.NORMS)
+  _choice(errors, 'model.positions', m.positions, model_config.POSITIONS)
+  _choice(errors, 'model.mlp', m.mlp, model_config.MLPS)
+  _choice(errors, 'model.remat', m.remat, model_config.REMAT_POLICIES)
+  _choice(errors, 'model.attention_impl', m.attention_impl, model_config.ATTENTION_IMPLS)
+  _choice(errors, 'model.param_dtype', m.param_dtype, model_config.DTYPES)
+  _choice(errors, 'model.dtype', m.dtype, model_config.DTYPES)
+  _choice(errors, 'optim.name', o.name, optim.OPTIMIZERS)
+  _choice(errors, 'optim.schedule', o.schedule, optim.SCHEDULES)
+  _choice(errors, 'data.source', d.source, pipeline.SOURCES)
+  for field in ('vocab_size', 'd_model', 'num_layers', 'num_heads', 'num_kv_heads', 'head_dim',
+                'mlp_dim', 'max_len'):
+    _positive(errors, f'model.{field}', getattr(m, field))
+  for field, value in (('train.steps', t.steps), ('optim.lr', o.lr), ('data.seq_len', d.seq_len),
+                       ('data.global_batch_size', d.global_batch_size),
+                       ('train.microbatches', t.microbatches), ('train.log_every', t.log_every),
+                       ('train.eval_every', t.eval_every)):
+    _positive(errors, field, value)
+  if errors:
+    return  # the checks below assume sane values
+  if m.d_model % m.num_heads:
+    errors.append(f'config.model.d_model={m.d_model} is not divisible by '
+                  f'model.num_heads={m.num_heads}')
+  if m.num_heads % m.num_kv_heads:
+    errors.append(f'config.model.num_heads={m.num_heads} is not divisible by '
+                  f'model.num_kv_heads={m.num_kv_heads}')
+  if m.positions == 'rope' and m.head_dim % 2:
+    errors.append(f'config.model.head_dim={m.head_dim} must be even for rope positions')
+  if not 0.0 <= m.dropout < 1.0:
+    errors.append(f'config.model.dropout={m.dropout} must be in [0, 1)')
+  if d.seq_len > m.max_len:
+    errors.append(f'config.data.seq_len={d.seq_len} exceeds model.max_len={m.max_len}')
+  if m.vocab_size < 256 and d.source == 'pystdlib':
+    errors.append(f'config.model.vocab_size={m.vocab_size} is smaller than the byte '
+                  f'tokenizer\'s 256 tokens')
+  if not 0.0 < d.eval_fraction < 0.5:
+    errors.append(f'config.data.eval_fraction={d.eval_fraction} must be in (0, 0.5)')
+  if o.warmup_steps < 0 or o.warmup_steps > t.steps:
+    errors.append(f'config.optim.warmup_steps={o.warmup_steps} must be in [0, train.steps]')
+  unknown_groups = set(o.no_decay_groups) - set(parametrization.GROUPS)
+  if unknown_groups:
+    errors.append(f'config.optim.no_decay_groups: unknown groups {sorted(unknown_groups)}; '
+                  f'known: {", ".join(parametrization.GROUPS)}')
+  _check_mesh(exp, num_devices, errors)
+
+
+def _check_mesh(exp: Experiment, num_devices: int, errors: list[str]) -> None:
+  mesh, d, t = exp.mesh, exp.data, exp.train
+  try:
+    shape = sharding.resolve_mesh_shape((mesh.data, mesh.fsdp, mesh.tensor), num_devices)
+  except ValueError as e:
+    errors.append(f'config.mesh: {e}')
+    return
+  if not all(isinstance(r, tuple) and len(r) == 2 for r in mesh.rules):
+    errors.append('config.mesh.rules: expected pairs (logical name, mesh axis or axes or None)')
+    return
+  for name, target in mesh.rules:
+    if name not in sharding.LOGICAL_AXES:
+      errors.append(_unknown('config.mesh.rules', name, sharding.LOGICAL_AXES))
+    axes = (target,) if isinstance(target, str) else tuple(target or ())
+    for axis in axes:
+      if axis not in sharding.MESH_AXES:
+        errors.append(f'config.mesh.rules: {name!r} maps to unknown mesh axis {axis!r}; '
+                      f'mesh axes: {", ".join(sharding.MESH_AXES)}')
+  if errors:
+    return
+  dp = sharding.data_parallel_size(dict(zip(sharding.MESH_AXES, shape)), mesh.rules)
+  if d.global_batch_size % (dp * t.microbatches):
+    errors.append(f'config.data.global_batch_size={d.global_batch_size} is not divisible by '
+                  f'the data-parallel size {dp} x train.microbatches={t.microbatches} '
+                  f'(= {dp * t.microbatches}); mesh {dict(zip(sharding.MESH_AXES, shape))}')

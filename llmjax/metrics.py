@@ -1,0 +1,88 @@
+"""Where metrics go: metrics.jsonl (primary), TensorBoard, optional W&B, a progress bar.
+
+Only process 0 writes. Keys are flat: training metrics unprefixed (`loss`,
+`grad_norm`, ...), evaluation metrics under `eval/`.
+"""
+
+import dataclasses
+import json
+import math
+import pathlib
+import sys
+
+import jax
+import tqdm
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsConfig:
+  tensorboard: bool = True  # event files in the workdir (tensorboardX, no TensorFlow)
+  wandb: bool = False  # Weights & Biases; needs `pip install wandb` and a login
+  wandb_project: str = 'llmjax'
+  peak_flops_per_device: float = 0.0  # for MFU; 0: datasheet, or measured on CPU
+
+
+class MetricsWriter:
+  """Writes each logged step to every enabled sink."""
+
+  def __init__(self, cfg: MetricsConfig, workdir: pathlib.Path, run_config: dict):
+    self.enabled = jax.process_index() == 0
+    self._jsonl = self._tb = self._wandb = None
+    if not self.enabled:
+      return
+    self._jsonl = open(workdir / 'metrics.jsonl', 'a', encoding='utf-8')
+    if cfg.tensorboard:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(str(workdir / 'tensorboard'))
+    if cfg.wandb:
+      import wandb  # optional dependency, imported only when asked for
+      self._wandb = wandb.init(project=cfg.wandb_project, dir=str(workdir), config=run_config,
+                               name=workdir.name)
+
+  def write(self, step: int, metrics: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    record = {'step': step, **{k: _plain(v) for k, v in metrics.items()}}
+    self._jsonl.write(json.dumps(record) + '\n')
+    self._jsonl.flush()
+    if self._tb is not None:
+      for key, value in record.items():
+        if key != 'step' and isinstance(value, float | int) and math.isfinite(value):
+          self._tb.add_scalar(key, value, step)
+    if self._wandb is not None:
+      self._wandb.log(metrics, step=step)
+
+  def close(self) -> None:
+    for sink in (self._jsonl, self._tb):
+      if sink is not None:
+        sink.close()
+    if self._wandb is not None:
+      self._wandb.finish()
+
+
+def _plain(value):
+  value = float(value) if hasattr(value, 'dtype') or isinstance(value, float) else value
+  return value if not isinstance(value, float) or math.isfinite(value) else str(value)
+
+
+class Progress:
+  """A progress bar on stderr: step, loss, tokens/s, MFU, ETA (process 0 only)."""
+
+  def __init__(self, start_step: int, total_steps: int):
+    self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', file=sys.stderr,
+                          dynamic_ncols=True, disable=jax.process_index() != 0,
+                          mininterval=1.0)
+
+  def update(self, step: int, metrics: dict[str, float]) -> None:
+    shown = {'loss': f"{metrics['loss']:.4f}", 'tok/s': f"{metrics['tokens_per_s']:,.0f}",
+             'mfu': f"{100 * metrics['mfu']:.1f}%"}
+    if 'eval/loss' in metrics:
+      shown['eval'] = f"{metrics['eval/loss']:.4f}"
+    self._bar.set_postfix(shown, refresh=False)
+    self._bar.update(step - self._bar.n)
+
+  def write(self, text: str) -> None:
+    self._bar.write(text, file=sys.stderr)
+
+  def close(self) -> None:
+    self._bar.close()

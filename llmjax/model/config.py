@@ -1,0 +1,104 @@
+"""ModelConfig: the one description of a Transformer's architecture, and named presets.
+
+Dimension glossary used across llmjax (einsum strings, shape comments):
+  B batch, T query length, S key length, D model width (d_model), N query heads,
+  K key/value heads, G = N/K query heads per kv head, H head dim, F MLP width,
+  V vocabulary, L layers.
+"""
+
+import dataclasses
+
+NORMS = ('layernorm', 'rmsnorm')
+POSITIONS = ('learned', 'rope')
+MLPS = ('gelu', 'swiglu')
+REMAT_POLICIES = ('none', 'full', 'dots_saveable', 'dots_with_no_batch_dims_saveable')
+ATTENTION_IMPLS = ('auto', 'xla', 'cudnn')
+DTYPES = ('float32', 'bfloat16')
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of a decoder-only Transformer LM. Modules receive only this."""
+
+  vocab_size: int = 256  # V
+  d_model: int = 128  # D
+  num_layers: int = 4  # L
+  num_heads: int = 4  # N
+  num_kv_heads: int = 4  # K (N: multi-head, 1: multi-query, else grouped-query)
+  head_dim: int = 32  # H
+  mlp_dim: int = 512  # F
+  max_len: int = 256  # longest sequence; size of the learned position table
+  norm: str = 'rmsnorm'  # layernorm | rmsnorm
+  norm_eps: float = 1e-5
+  positions: str = 'rope'  # learned | rope
+  rope_theta: float = 10_000.0
+  mlp: str = 'swiglu'  # gelu | swiglu
+  tie_embeddings: bool = True  # logits through the input embedding's transpose
+  use_bias: bool = False  # biases on every projection (GPT-2 style)
+  qk_norm: bool = False  # normalize queries and keys per head before the dot product
+  dropout: float = 0.0  # on attention and MLP outputs and on the embeddings
+  param_dtype: str = 'float32'  # storage dtype of parameters
+  dtype: str = 'float32'  # compute dtype of activations and matmuls
+  scan_layers: bool = True  # apply the stacked layers with lax.scan, else a Python loop
+  remat: str = 'none'  # activation rematerialization policy per layer
+  attention_impl: str = 'auto'  # jax.nn.dot_product_attention implementation
+  init_std: float = 0.02  # std of embeddings and input projections
+  logits_soft_cap: float = 0.0  # tanh cap on the output logits; 0 disables
+
+  @property
+  def num_groups(self) -> int:  # G
+    return self.num_heads // self.num_kv_heads
+
+
+def _gpt2(d_model, num_layers, num_heads):
+  return dict(
+      vocab_size=50257, d_model=d_model, num_layers=num_layers, num_heads=num_heads,
+      num_kv_heads=num_heads, head_dim=d_model // num_heads, mlp_dim=4 * d_model,
+      max_len=1024, norm='layernorm', positions='learned', mlp='gelu',
+      tie_embeddings=True, use_bias=True, norm_eps=1e-5)
+
+
+def _llama(d_model, num_layers, num_heads, num_kv_heads, mlp_dim, vocab_size=32000,
+           max_len=4096, rope_theta=10_000.0):
+  return dict(
+      vocab_size=vocab_size, d_model=d_model, num_layers=num_layers,
+      num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=d_model // num_heads,
+      mlp_dim=mlp_dim, max_len=max_len, norm='rmsnorm', positions='rope',
+      rope_theta=rope_theta, mlp='swiglu', tie_embeddings=False, use_bias=False,
+      norm_eps=1e-5)
+
+
+def _ladder(d_model, num_layers):
+  """A small modern model for scaling sweeps: head dim 32 or 64, SwiGLU at ~8/3 D."""
+  head_dim = 32 if d_model < 256 else 64
+  heads = d_model // head_dim
+  return dict(d_model=d_model, num_layers=num_layers, num_heads=heads,
+              num_kv_heads=heads, head_dim=head_dim,
+              mlp_dim=int(8 * d_model / 3 + 31) // 32 * 32)
+
+
+PRESETS = {
+    # Exactly GPT-2's architecture, so Hugging Face checkpoints can be imported.
+    'gpt2-small': _gpt2(768, 12, 12),
+    'gpt2-medium': _gpt2(1024, 24, 16),
+    'gpt2-large': _gpt2(1280, 36, 20),
+    'gpt2-xl': _gpt2(1600, 48, 25),
+    # The Llama family: RoPE, RMSNorm, SwiGLU, untied head, GQA from Llama 2 70B on.
+    'llama2-7b': _llama(4096, 32, 32, 32, 11008),
+    'llama2-13b': _llama(5120, 40, 40, 40, 13824),
+    'llama3-8b': _llama(4096, 32, 32, 8, 14336, vocab_size=128256, max_len=8192,
+                        rope_theta=500_000.0),
+    'llama3.2-1b': _llama(2048, 16, 32, 8, 8192, vocab_size=128256, max_len=8192,
+                          rope_theta=500_000.0),
+    # Ladder for scaling sweeps, named by width x depth.
+    **{f'ladder-{d}x{l}': _ladder(d, l) for d, l in [
+        (64, 2), (96, 3), (128, 4), (192, 4), (256, 4), (320, 5), (384, 6),
+        (512, 8), (640, 10), (768, 12), (1024, 16), (1536, 20), (2048, 24)]},
+}
+
+
+def from_preset(name: str, **overrides) -> ModelConfig:
+  """ModelConfig of a named preset, with some fields replaced."""
+  if name not in PRESETS:
+    raise ValueError(f'unknown model preset {name!r}; known: {", ".join(PRESETS)}')
+  return ModelConfig(**{**PRESETS[name], **overrides})

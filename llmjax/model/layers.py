@@ -1,0 +1,115 @@
+"""Building blocks: parameters with logical axes, norms, embeddings, MLPs, rotary positions."""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from llmjax import sharding
+from llmjax.model import parametrization as pz
+from llmjax.model.config import ModelConfig
+
+
+def param(cfg: ModelConfig, rngs: nnx.Rngs | None, shape: tuple[int, ...],
+          axes: tuple[str, ...], group: str, fan_in: int = 1) -> nnx.Param:
+  """A parameter tagged with logical axis names and its parametrization group.
+
+  The names are metadata only: the mesh placement is decided later by the
+  sharding rules (llmjax.sharding), so models never mention mesh axes.
+  """
+  dtype = jnp.dtype(cfg.param_dtype)
+  if group == pz.NORM:
+    value = jnp.ones(shape, dtype)
+  elif group == pz.BIAS:
+    value = jnp.zeros(shape, dtype)
+  else:
+    std = pz.init_std(cfg, group, fan_in)
+    value = (std * jax.random.truncated_normal(rngs.params(), -3.0, 3.0, shape)).astype(dtype)
+  return nnx.Param(value, out_sharding=axes, eager_sharding=False, group=group)
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+  """Inverted dropout; a no-op when rate is 0 or no key is given (evaluation)."""
+  if rate == 0.0 or key is None:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+class Norm(nnx.Module):
+  """LayerNorm (with bias, GPT-2) or RMSNorm (Llama); statistics in float32."""
+
+  def __init__(self, cfg: ModelConfig, dim: int, axis_name: str = 'embed'):
+    self.kind, self.eps = cfg.norm, cfg.norm_eps
+    self.scale = param(cfg, None, (dim,), (axis_name,), pz.NORM)
+    if cfg.norm == 'layernorm':
+      self.bias = param(cfg, None, (dim,), (axis_name,), pz.BIAS)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = x.astype(jnp.float32)  # variance of low-precision activations loses too many bits
+    if self.kind == 'layernorm':
+      y = y - y.mean(-1, keepdims=True)
+    y = y * jax.lax.rsqrt(jnp.mean(y * y, -1, keepdims=True) + self.eps)
+    y = y * self.scale[...].astype(jnp.float32)
+    if self.kind == 'layernorm':
+      y = y + self.bias[...].astype(jnp.float32)
+    return y.astype(x.dtype)
+
+
+class Embed(nnx.Module):
+  """Token embedding table; `attend` reuses it as the output head when tied."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    self.dtype = jnp.dtype(cfg.dtype)
+    self.embedding = param(cfg, rngs, (cfg.vocab_size, cfg.d_model), ('vocab', 'embed'),
+                           pz.EMBEDDING)
+
+  def __call__(self, tokens: jax.Array) -> jax.Array:  # BT -> BTD
+    return jnp.take(self.embedding[...], tokens, axis=0).astype(self.dtype)
+
+  def attend(self, x: jax.Array) -> jax.Array:  # BTD -> BTV
+    return jnp.einsum('BTD,VD->BTV', x, self.embedding[...].astype(self.dtype))
+
+
+class Mlp(nnx.Module):
+  """GELU MLP (GPT-2) or SwiGLU (Llama): D -> F -> D."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    d, f = cfg.d_model, cfg.mlp_dim
+    self.kind, self.dtype = cfg.mlp, jnp.dtype(cfg.dtype)
+    self.w_in = param(cfg, rngs, (d, f), ('embed', 'mlp'), pz.HIDDEN, d)
+    if cfg.mlp == 'swiglu':
+      self.w_gate = param(cfg, rngs, (d, f), ('embed', 'mlp'), pz.HIDDEN, d)
+    self.w_out = param(cfg, rngs, (f, d), ('mlp', 'embed'), pz.OUTPUT, f)
+    self.use_bias = cfg.use_bias
+    if cfg.use_bias:
+      self.b_in = param(cfg, None, (f,), ('mlp',), pz.BIAS)
+      self.b_out = param(cfg, None, (d,), ('embed',), pz.BIAS)
+
+  def __call__(self, x: jax.Array) -> jax.Array:  # BTD -> BTD
+    h = jnp.einsum('BTD,DF->BTF', x, self.w_in[...].astype(self.dtype))
+    if self.use_bias:
+      h = h + self.b_in[...].astype(self.dtype)
+    if self.kind == 'swiglu':
+      gate = jnp.einsum('BTD,DF->BTF', x, self.w_gate[...].astype(self.dtype))
+      h = jax.nn.silu(gate) * h
+    else:
+      h = jax.nn.gelu(h, approximate=True)  # GPT-2's tanh approximation
+    h = sharding.constrain(h, ('batch', 'length', 'act_mlp'))
+    y = jnp.einsum('BTF,FD->BTD', h, self.w_out[...].astype(self.dtype))
+    if self.use_bias:
+      y = y + self.b_out[...].astype(self.dtype)
+    return y
+
+
+def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+  """Rotary position embedding on the last axis (half-split layout, as in Llama/HF).
+
+  x: B T heads H; positions: B T.
+  """
+  h = x.shape[-1]
+  freqs = theta ** (-jnp.arange(0, h, 2, dtype=jnp.float32) / h)  # H/2
+  angles = positions[..., None].astype(jnp.float32) * freqs  # B T H/2
+  sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)

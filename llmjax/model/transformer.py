@@ -1,0 +1,118 @@
+"""The decoder-only Transformer LM: pre-norm blocks over a stacked layer axis."""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from llmjax import sharding
+from llmjax.model import layers
+from llmjax.model import parametrization as pz
+from llmjax.model.attention import Attention, attention_mask
+from llmjax.model.config import ModelConfig
+
+_REMAT_POLICIES = {
+    'full': None,  # save nothing: recompute the whole block in the backward pass
+    'dots_saveable': jax.checkpoint_policies.dots_saveable,
+    'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Block(nnx.Module):
+  """x + Attn(Norm(x)), then x + Mlp(Norm(x))."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    self.dropout_rate = cfg.dropout
+    self.attn_norm = layers.Norm(cfg, cfg.d_model)
+    self.attn = Attention(cfg, rngs)
+    self.mlp_norm = layers.Norm(cfg, cfg.d_model)
+    self.mlp = layers.Mlp(cfg, rngs)
+
+  def __call__(self, x, positions, mask, dropout_key=None):  # BTD -> BTD
+    attn_key = mlp_key = None
+    if dropout_key is not None:
+      attn_key, mlp_key = jax.random.split(dropout_key)
+    h = self.attn(self.attn_norm(x), positions, mask)
+    x = x + layers.dropout(h, self.dropout_rate, attn_key)
+    h = self.mlp(self.mlp_norm(x))
+    x = x + layers.dropout(h, self.dropout_rate, mlp_key)
+    return sharding.constrain(x, ('batch', 'length', 'act_embed'))
+
+
+class Transformer(nnx.Module):
+  """Token ids -> next-token logits.
+
+  The L blocks are stored stacked on a leading 'layers' axis whatever
+  `scan_layers` says, so checkpoints do not depend on how layers are applied:
+  `scan_layers=True` runs them with one lax.scan (compile time independent of
+  L), False unrolls a Python loop over slices (what XLA's cost analysis and
+  per-layer debugging want).
+  """
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.embed = layers.Embed(cfg, rngs)
+    if cfg.positions == 'learned':
+      self.pos_embedding = layers.param(cfg, rngs, (cfg.max_len, cfg.d_model),
+                                        (None, 'embed'), pz.EMBEDDING)
+
+    @nnx.split_rngs(splits=cfg.num_layers)
+    @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: 'layers'})
+    def stacked_blocks(rngs):
+      return Block(cfg, rngs)
+
+    self.blocks = stacked_blocks(rngs)
+    self.final_norm = layers.Norm(cfg, cfg.d_model)
+    if not cfg.tie_embeddings:
+      self.unembed = layers.param(cfg, rngs, (cfg.d_model, cfg.vocab_size),
+                                  ('embed', 'vocab'), pz.UNEMBED, cfg.d_model)
+
+  def __call__(self, tokens: jax.Array, positions: jax.Array | None = None,
+               segment_ids: jax.Array | None = None,
+               dropout_key: jax.Array | None = None) -> jax.Array:
+    """tokens, positions, segment_ids: BT int -> logits BTV float32.
+
+    Tokens attend only to earlier tokens of the same segment (packed documents);
+    `dropout_key=None` means evaluation (no dropout).
+    """
+    cfg = self.cfg
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+    if segment_ids is None:
+      segment_ids = jnp.ones_like(tokens)
+    tokens = sharding.constrain(tokens, ('batch', 'length'))
+    x = self.embed(tokens)
+    if cfg.positions == 'learned':
+      x = x + jnp.take(self.pos_embedding[...], positions, axis=0).astype(x.dtype)
+    embed_key = layer_keys = None
+    if dropout_key is not None:
+      embed_key, layers_key = jax.random.split(dropout_key)
+      layer_keys = jax.random.split(layers_key, cfg.num_layers)
+    x = layers.dropout(x, cfg.dropout, embed_key)
+    x = sharding.constrain(x, ('batch', 'length', 'act_embed'))
+    x = self._apply_blocks(x, positions, attention_mask(segment_ids), layer_keys)
+    x = self.final_norm(x)
+    if cfg.tie_embeddings:
+      logits = self.embed.attend(x)
+    else:
+      logits = jnp.einsum('BTD,DV->BTV', x, self.unembed[...].astype(x.dtype))
+    logits = sharding.constrain(logits, ('batch', 'length', 'act_vocab'))
+    logits = logits.astype(jnp.float32)
+    if cfg.logits_soft_cap:
+      logits = cfg.logits_soft_cap * jnp.tanh(logits / cfg.logits_soft_cap)
+    return logits
+
+  def _apply_blocks(self, x, positions, mask, layer_keys):
+    graphdef, stacked = nnx.split(self.blocks)
+
+    def one_block(x, layer):
+      block_state, key = layer
+      return nnx.merge(graphdef, block_state)(x, positions, mask, key), None
+
+    if self.cfg.remat != 'none':
+      one_block = jax.checkpoint(one_block, policy=_REMAT_POLICIES[self.cfg.remat])
+    if self.cfg.scan_layers:
+      x, _ = jax.lax.scan(one_block, x, (stacked, layer_keys))
+      return x
+    for i in range(self.cfg.num_layers):
+      x, _ = one_block(x, jax.tree.map(lambda a: a[i], (stacked, layer_keys)))
+    return x

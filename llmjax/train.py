@@ -1,0 +1,266 @@
+"""Train state, the pure train and eval steps, and the training loop."""
+
+import dataclasses
+import functools
+import json
+import math
+import pathlib
+import time
+import typing
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from llmjax import flops, generate, metrics, optim, sharding
+from llmjax.data import pipeline, stream
+from llmjax.model.config import ModelConfig
+from llmjax.model.transformer import Transformer
+
+if typing.TYPE_CHECKING:
+  from llmjax.configs import Experiment
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  steps: int = 1000  # optimizer steps
+  microbatches: int = 1  # gradient accumulation: the global batch is split into this many
+  z_loss: float = 0.0  # weight of log(Z)^2, keeps the softmax normalizer near 1 (PaLM)
+  seed: int = 0  # parameter init and dropout
+  log_every: int = 50  # steps between fetching and writing metrics
+  eval_every: int = 500  # steps between evaluations (and always at the end)
+  eval_batches: int = 16  # batches per periodic evaluation; the final one uses all
+  sample_prompt: str = 'def '  # prompt of the text sample printed at the end
+  sample_tokens: int = 200  # length of that sample; 0 disables it
+  sample_temperature: float = 0.8
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TrainState:
+  step: jax.Array
+  params: nnx.State
+  opt_state: optax.OptState
+  rng: jax.Array  # raw key; each step folds in its step number
+
+
+def init_state(model_cfg: ModelConfig, tx: optax.GradientTransformation,
+               seed: int) -> TrainState:
+  model = Transformer(model_cfg, nnx.Rngs(params=seed))
+  params = nnx.state(model, nnx.Param)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    rng=jax.random.key_data(jax.random.key(seed + 1)))
+
+
+def create_sharded_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
+                         mesh: jax.sharding.Mesh, rules: sharding.Rules):
+  """(graphdef, state, state shardings): parameters and optimizer state created
+  directly in their sharded layout; no full copy ever sits on one device."""
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(0))))
+  abstract = jax.eval_shape(functools.partial(init_state, model_cfg, tx, seed))
+  shardings = sharding.param_shardings(abstract, mesh, rules)
+  state = jax.jit(functools.partial(init_state, model_cfg, tx, seed), out_shardings=shardings)()
+  return graphdef, state, shardings
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
+                  z_loss: float) -> tuple[jax.Array, jax.Array]:
+  """Weighted sums over tokens of (NLL, z-loss term); logits in float32."""
+  log_z = jax.nn.logsumexp(logits, axis=-1)
+  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  nll = jnp.sum((log_z - target_logit) * weights)
+  return nll, z_loss * jnp.sum(jnp.square(log_z) * weights)
+
+
+def _microbatches(batch: dict, num: int) -> dict:
+  """B... -> M (B/M)...; row i goes to microbatch i % M so each device keeps its rows."""
+  return jax.tree.map(lambda x: x.reshape(x.shape[0] // num, num, *x.shape[1:]).swapaxes(0, 1),
+                      batch)
+
+
+def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef,
+               tx: optax.GradientTransformation, num_microbatches: int,
+               z_loss: float) -> tuple[TrainState, dict]:
+  """One optimizer step on a global batch; pure, so it can be jitted and sharded."""
+  rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  total_weight = jnp.maximum(batch['weights'].sum(), 1.0)
+
+  def loss_fn(params, micro, key):
+    model = nnx.merge(graphdef, params)
+    logits = model(micro['inputs'], micro['positions'], micro['segment_ids'], dropout_key=key)
+    nll, zl = cross_entropy(logits, micro['targets'], micro['weights'], z_loss)
+    return (nll + zl) / total_weight, (nll, zl)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if num_microbatches == 1:
+    (_, (nll, zl)), grads = grad_fn(state.params, batch, rng)
+  else:
+    def accumulate(carry, xs):
+      index, micro = xs
+      (_, aux), g = grad_fn(state.params, micro, jax.random.fold_in(rng, index))
+      return jax.tree.map(jnp.add, carry, (g, aux)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, (state.params, (0.0, 0.0)))
+    xs = (jnp.arange(num_microbatches), _microbatches(batch, num_microbatches))
+    (grads, (nll, zl)), _ = jax.lax.scan(accumulate, zeros, xs)
+
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=state.rng)
+  step_metrics = {
+      'loss': nll / total_weight,
+      'z_loss': zl / total_weight,
+      'grad_norm': optax.global_norm(grads),
+      'param_norm': optax.global_norm(params),
+      'update_norm': optax.global_norm(updates),
+  }
+  return new_state, step_metrics
+
+
+def eval_step(params: nnx.State, batch: dict, *, graphdef: nnx.GraphDef) -> dict:
+  """Sums of NLL and of target weights over a batch (sums so batches add up exactly)."""
+  model = nnx.merge(graphdef, params)
+  logits = model(batch['inputs'], batch['positions'], batch['segment_ids'])
+  nll, _ = cross_entropy(logits, batch['targets'], batch['weights'], 0.0)
+  return {'nll': nll, 'weight': batch['weights'].sum()}
+
+
+def device_batch(batch: dict[str, np.ndarray], data_sharding) -> dict[str, jax.Array]:
+  """Global arrays from this process's rows of the global batch."""
+  rows = next(iter(batch.values())).shape[0]
+  per_process = rows // jax.process_count()
+  lo = jax.process_index() * per_process
+  return {k: jax.make_array_from_process_local_data(data_sharding, v[lo:lo + per_process])
+          for k, v in batch.items()}
+
+
+def evaluate(eval_fn, params, data: pipeline.Data, exp: 'Experiment', data_sharding,
+             max_batches: int) -> dict[str, float]:
+  """Held-out loss in nats per token and bits per byte."""
+  sums = {'nll': 0.0, 'weight': 0.0}
+  for batch in stream.sequential_batches(data.eval, exp.data.global_batch_size,
+                                         exp.data.seq_len, max_batches):
+    out = eval_fn(params, device_batch(batch, data_sharding))
+    sums = {k: sums[k] + out[k] for k in sums}  # stays on device until the end
+  nll, weight = (float(sums['nll']), float(sums['weight']))
+  loss = nll / max(weight, 1.0)
+  return {'eval/loss': loss,
+          'eval/bits_per_byte': loss / math.log(2) / data.tokenizer.bytes_per_token}
+
+
+def run(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict) -> dict[str, float]:
+  """Trains `exp` and writes everything into `workdir`; returns the final metrics."""
+  mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor)
+  rules = exp.mesh.rules
+  data = pipeline.load(exp.data.source, exp.data.eval_fraction, exp.data.split_seed)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    resolved_config = {**resolved_config, 'data_fingerprint': data.fingerprint}
+    (workdir / 'config.json').write_text(json.dumps(resolved_config, indent=2) + '\n')
+
+  tx, lr_schedule = optim.make(exp.optim, exp.model, exp.train.steps)
+  with sharding.activation_rules(mesh, rules):
+    graphdef, state, state_shardings = create_sharded_state(exp.model, tx, exp.train.seed, mesh,
+                                                            rules)
+    batch_sharding = sharding.data_sharding(mesh, rules)
+    # Compiled once here with explicit shardings; the old state's buffers are donated.
+    step_fn = jax.jit(
+        functools.partial(train_step, graphdef=graphdef, tx=tx,
+                          num_microbatches=exp.train.microbatches, z_loss=exp.train.z_loss),
+        in_shardings=(state_shardings, batch_sharding),
+        out_shardings=(state_shardings, None), donate_argnums=0)
+    eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef),
+                      in_shardings=(state_shardings.params, batch_sharding))
+    return _loop(exp, workdir, resolved_config, data, state, step_fn, eval_fn, lr_schedule,
+                 batch_sharding, graphdef)
+
+
+class _Throughput:
+  """Tokens/s between two fetches of metrics (each fetch waits for its step)."""
+
+  def __init__(self, tokens_per_step: int):
+    self.tokens_per_step = tokens_per_step
+    self.reset(0)
+
+  def reset(self, step: int) -> None:
+    self.step, self.time = step, time.perf_counter()
+
+  def measure(self, step: int) -> tuple[float, float]:
+    """(tokens/s, seconds per step) since the last reset, then resets."""
+    now = time.perf_counter()
+    steps = max(step - self.step, 1)
+    step_time = (now - self.time) / steps
+    self.reset(step)
+    return self.tokens_per_step / step_time, step_time
+
+
+def _loop(exp, workdir, resolved_config, data, state, step_fn, eval_fn, lr_schedule,
+          batch_sharding, graphdef) -> dict[str, float]:
+  cfg, dcfg = exp.train, exp.data
+  tokens_per_step = dcfg.global_batch_size * dcfg.seq_len
+  flops_per_tok = flops.flops_per_token(exp.model, dcfg.seq_len)
+  peak, peak_source = flops.peak_flops_per_device(exp.metrics.peak_flops_per_device)
+  peak_total = peak * jax.device_count()
+  writer = metrics.MetricsWriter(exp.metrics, workdir, resolved_config)
+  progress = metrics.Progress(0, cfg.steps)
+  progress.write(f'llmjax: {flops.param_counts(exp.model)["total"]:,} parameters, '
+                 f'{flops_per_tok / 1e6:.2f} MFLOPs/token, peak {peak / 1e9:.0f} GFLOP/s '
+                 f'per device ({peak_source}), {jax.device_count()} device(s)')
+  throughput = _Throughput(tokens_per_step)
+
+  def log(pending) -> dict[str, float]:
+    step, device_metrics = pending
+    values = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    if not math.isfinite(values['loss']):
+      raise FloatingPointError(f'non-finite training loss {values["loss"]} at step {step}')
+    tokens_per_s, step_time = throughput.measure(step)
+    values.update({
+        'lr': float(lr_schedule(step - 1)),
+        'tokens_seen': step * tokens_per_step,
+        'tokens_per_s': tokens_per_s,
+        'step_time_s': step_time,
+        'flops_per_token': flops_per_tok,
+        'mfu': flops.mfu(tokens_per_s, flops_per_tok, peak_total),
+        'peak_flops_per_device': peak,
+    })
+    writer.write(step, values)
+    progress.update(step, values)
+    return values
+
+  pending = None  # (step, metrics still on device): fetched after the next step is dispatched
+  last: dict[str, float] = {}
+  for step in range(cfg.steps):
+    batch = device_batch(stream.random_batch(data.train, dcfg.global_batch_size, dcfg.seq_len,
+                                             dcfg.seed, step), batch_sharding)
+    state, step_metrics = step_fn(state, batch)
+    done = step + 1
+    if step == 0:  # the first step compiles; throughput counts from its end
+      jax.block_until_ready(step_metrics)
+      throughput.reset(done)
+    if pending is not None:
+      last, pending = log(pending), None
+    if done % cfg.log_every == 0 or done == cfg.steps:
+      pending = (done, step_metrics)
+    if done % cfg.eval_every == 0 or done == cfg.steps:
+      if pending is not None:
+        last, pending = log(pending), None
+      final = done == cfg.steps
+      eval_metrics = evaluate(eval_fn, state.params, data, exp, batch_sharding,
+                              -1 if final else cfg.eval_batches)
+      writer.write(done, eval_metrics)
+      progress.update(done, {**last, **eval_metrics})
+      last.update(eval_metrics)
+      throughput.reset(done)
+  progress.close()
+  print(f'step {cfg.steps}: train loss {last["loss"]:.4f}, eval loss {last["eval/loss"]:.4f} '
+        f'nats/token, {last["eval/bits_per_byte"]:.4f} bits/byte')
+  if cfg.sample_tokens > 0 and jax.process_index() == 0:
+    text = generate.sample_text(nnx.merge(graphdef, state.params), data.tokenizer,
+                                cfg.sample_prompt, cfg.sample_tokens, cfg.sample_temperature,
+                                seed=cfg.seed)
+    (workdir / 'sample.txt').write_text(text)
+    print(f'--- sample ---\n{text}\n--------------')
+  writer.close()
+  return last
