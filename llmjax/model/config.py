@@ -12,7 +12,7 @@ NORMS = ('layernorm', 'rmsnorm')
 POSITIONS = ('learned', 'rope')
 MLPS = ('gelu', 'swiglu')
 REMAT_POLICIES = ('none', 'full', 'dots_saveable', 'dots_with_no_batch_dims_saveable')
-ATTENTION_IMPLS = ('auto', 'xla', 'cudnn')
+ATTENTION_IMPLS = ('auto', 'xla', 'cudnn', 'einsum')
 DTYPES = ('float32', 'bfloat16')
 
 
@@ -41,7 +41,7 @@ class ModelConfig:
   dtype: str = 'float32'  # compute dtype of activations and matmuls
   scan_layers: bool = True  # apply the stacked layers with lax.scan, else a Python loop
   remat: str = 'none'  # activation rematerialization policy per layer
-  attention_impl: str = 'auto'  # jax.nn.dot_product_attention implementation
+  attention_impl: str = 'auto'  # auto | xla | cudnn (jax.nn.dot_product_attention) | einsum
   init_std: float = 0.02  # std of embeddings and input projections
   logits_soft_cap: float = 0.0  # tanh cap on the output logits; 0 disables
 

@@ -66,8 +66,10 @@ class Embed(nnx.Module):
   def __call__(self, tokens: jax.Array) -> jax.Array:  # BT -> BTD
     return jnp.take(self.embedding[...], tokens, axis=0).astype(self.dtype)
 
-  def attend(self, x: jax.Array) -> jax.Array:  # BTD -> BTV
-    return jnp.einsum('BTD,VD->BTV', x, self.embedding[...].astype(self.dtype))
+  def attend(self, x: jax.Array) -> jax.Array:  # BTD -> BTV, float32
+    # Logits accumulate and stay in float32: bfloat16 would blur the loss.
+    return jnp.einsum('BTD,VD->BTV', x, self.embedding[...].astype(self.dtype),
+                      preferred_element_type=jnp.float32)
 
 
 class Mlp(nnx.Module):

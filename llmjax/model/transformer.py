@@ -72,29 +72,44 @@ class Transformer(nnx.Module):
     """tokens, positions, segment_ids: BT int -> logits BTV float32.
 
     Tokens attend only to earlier tokens of the same segment (packed documents);
+    positions default to 0..T-1 and segment ids to one segment per row;
     `dropout_key=None` means evaluation (no dropout).
     """
-    cfg = self.cfg
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     if segment_ids is None:
       segment_ids = jnp.ones_like(tokens)
+    embed_key = blocks_key = None
+    if dropout_key is not None:
+      embed_key, blocks_key = jax.random.split(dropout_key)
+    x = self.embed_tokens(tokens, positions, embed_key)
+    return self.logits(self.hidden(x, positions, segment_ids, blocks_key))
+
+  def embed_tokens(self, tokens, positions, dropout_key=None) -> jax.Array:
+    """BT token ids -> BTD input of the first block."""
     tokens = sharding.constrain(tokens, ('batch', 'length'))
     x = self.embed(tokens)
-    if cfg.positions == 'learned':
+    if self.cfg.positions == 'learned':
       x = x + jnp.take(self.pos_embedding[...], positions, axis=0).astype(x.dtype)
-    embed_key = layer_keys = None
+    x = layers.dropout(x, self.cfg.dropout, dropout_key)
+    return sharding.constrain(x, ('batch', 'length', 'act_embed'))
+
+  def hidden(self, x, positions, segment_ids, dropout_key=None) -> jax.Array:
+    """BTD embeddings -> BTD residual stream after the last block (before the final norm)."""
+    layer_keys = None
     if dropout_key is not None:
-      embed_key, layers_key = jax.random.split(dropout_key)
-      layer_keys = jax.random.split(layers_key, cfg.num_layers)
-    x = layers.dropout(x, cfg.dropout, embed_key)
-    x = sharding.constrain(x, ('batch', 'length', 'act_embed'))
-    x = self._apply_blocks(x, positions, attention_mask(segment_ids), layer_keys)
+      layer_keys = jax.random.split(dropout_key, self.cfg.num_layers)
+    return self._apply_blocks(x, positions, attention_mask(segment_ids), layer_keys)
+
+  def logits(self, x: jax.Array) -> jax.Array:
+    """BTD residual stream -> BTV float32 logits (final norm, then the output head)."""
+    cfg = self.cfg
     x = self.final_norm(x)
     if cfg.tie_embeddings:
       logits = self.embed.attend(x)
     else:
-      logits = jnp.einsum('BTD,DV->BTV', x, self.unembed[...].astype(x.dtype))
+      logits = jnp.einsum('BTD,DV->BTV', x, self.unembed[...].astype(x.dtype),
+                          preferred_element_type=jnp.float32)
     logits = sharding.constrain(logits, ('batch', 'length', 'act_vocab'))
     logits = logits.astype(jnp.float32)
     if cfg.logits_soft_cap:

@@ -1,0 +1,147 @@
+"""Sharding: sharded = unsharded, the golden PartitionSpec table, rule resolution, meshes."""
+
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from llmjax import optim, sharding, train
+from llmjax.data import stream
+from llmjax.model import config as model_config
+from llmjax.model.config import ModelConfig
+from llmjax.model.transformer import Transformer
+
+CFG = ModelConfig(vocab_size=256, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                  head_dim=16, mlp_dim=128, max_len=32)
+# A large eps makes Adam's first update smooth in the gradient, so reduction-order
+# noise between meshes cannot flip the sign of tiny components.
+OPTIM = optim.OptimConfig(lr=1e-2, warmup_steps=0, eps=1e-4, weight_decay=0.1)
+
+
+def _batch(batch_size=8, seq_len=16):
+  tokens = np.random.default_rng(0).integers(0, 256, 4096)
+  docs = np.split(tokens, [300, 1500, 1600, 3000])
+  return stream.random_batch(stream.TokenStream(docs), batch_size, seq_len, seed=0, step=0)
+
+
+def _one_step(mesh_shape, cfg=CFG, microbatches=1):
+  devices = jax.devices()[:int(np.prod(mesh_shape))]
+  mesh = sharding.make_mesh(*mesh_shape, devices=devices)
+  rules = sharding.DEFAULT_RULES
+  tx, _ = optim.make(OPTIM, cfg, total_steps=10)
+  with sharding.activation_rules(mesh, rules):
+    graphdef, state, shardings = train.create_sharded_state(cfg, tx, 0, mesh, rules)
+    data_sharding = sharding.data_sharding(mesh, rules)
+    step = jax.jit(functools.partial(train.train_step, graphdef=graphdef, tx=tx,
+                                     num_microbatches=microbatches, z_loss=1e-4),
+                   in_shardings=(shardings, data_sharding), out_shardings=(shardings, None),
+                   donate_argnums=0)
+    state, metrics = step(state, train.device_batch(_batch(), data_sharding))
+  return jax.device_get(metrics), jax.device_get(state.params), state
+
+
+@pytest.fixture(scope='module')
+def single_device_step():
+  return _one_step((1, 1, 1))
+
+
+@pytest.mark.parametrize('mesh_shape', [(8, 1, 1), (1, 8, 1), (2, 2, 2), (1, 2, 4)])
+def test_sharded_step_equals_single_device(single_device_step, mesh_shape):
+  ref_metrics, ref_params, _ = single_device_step
+  metrics, params, _ = _one_step(mesh_shape)
+  np.testing.assert_allclose(metrics['loss'], ref_metrics['loss'], rtol=1e-5)
+  np.testing.assert_allclose(metrics['grad_norm'], ref_metrics['grad_norm'], rtol=1e-4)
+  for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)):
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_gradient_accumulation_equals_one_big_batch(single_device_step):
+  ref_metrics, ref_params, _ = single_device_step
+  metrics, params, _ = _one_step((1, 1, 1), microbatches=4)
+  np.testing.assert_allclose(metrics['loss'], ref_metrics['loss'], rtol=1e-5)
+  for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)):
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def _specs(cfg, mesh):
+  abstract = nnx.state(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))), nnx.Param)
+  shardings = sharding.param_shardings(abstract, mesh, sharding.DEFAULT_RULES)
+  return {'.'.join(map(str, path)): (var.get_value().spec, abstract_var.get_value())
+          for (path, var), (_, abstract_var) in zip(nnx.to_flat_state(shardings),
+                                                    nnx.to_flat_state(abstract))}
+
+
+# Golden table. Update it only when the default rules or parameter names change
+# on purpose; every change moves checkpoints and memory per device.
+GOLDEN_SPECS = {
+    'blocks.attn.wq': P(None, 'fsdp', 'tensor', None),
+    'blocks.attn.wk': P(None, 'fsdp', 'tensor', None),
+    'blocks.attn.wv': P(None, 'fsdp', 'tensor', None),
+    'blocks.attn.wo': P(None, 'tensor', None, 'fsdp'),
+    'blocks.attn_norm.scale': P(None, 'fsdp'),
+    'blocks.mlp.w_gate': P(None, 'fsdp', 'tensor'),
+    'blocks.mlp.w_in': P(None, 'fsdp', 'tensor'),
+    'blocks.mlp.w_out': P(None, 'tensor', 'fsdp'),
+    'blocks.mlp_norm.scale': P(None, 'fsdp'),
+    'embed.embedding': P('tensor', 'fsdp'),
+    'final_norm.scale': P('fsdp'),
+}
+
+
+def test_golden_partition_specs():
+  mesh = sharding.make_mesh(1, 4, 2)
+  specs = {path: spec for path, (spec, _) in _specs(CFG, mesh).items()}
+  assert specs == GOLDEN_SPECS
+
+
+def test_no_large_parameter_replicated_under_fsdp():
+  mesh = sharding.make_mesh(1, 8, 1)
+  for preset in ('gpt2-small', 'llama3.2-1b'):
+    for path, (spec, shape) in _specs(model_config.from_preset(preset), mesh).items():
+      nbytes = np.prod(shape.shape) * shape.dtype.itemsize
+      if nbytes > 2**20:
+        assert any(axis is not None for axis in spec), f'{preset} {path} replicated'
+
+
+def test_state_is_created_sharded():
+  _, _, state = _one_step((1, 4, 2))
+  wq = state.params['blocks']['attn']['wq'].get_value()
+  assert wq.sharding.spec == GOLDEN_SPECS['blocks.attn.wq']
+  assert wq.addressable_shards[0].data.shape == (2, 16, 2, 16)  # D/4, N/2
+  mu = state.opt_state[1][0].mu['blocks']['attn']['wq'].get_value()
+  assert mu.sharding.spec == wq.sharding.spec  # Adam moments follow their parameter
+
+
+def test_rules_skip_axes_that_do_not_divide_and_use_each_mesh_axis_once():
+  rules = (('kv_heads', 'tensor'), ('embed', ('fsdp', 'tensor')), ('mlp', 'fsdp'))
+  mesh_shape = {'data': 1, 'fsdp': 2, 'tensor': 4}
+  assert sharding.logical_to_spec(('kv_heads',), (2,), rules, mesh_shape) == P(None)
+  assert sharding.logical_to_spec(('embed',), (16,), rules, mesh_shape) == P(('fsdp', 'tensor'))
+  assert sharding.logical_to_spec(('embed', 'mlp'), (16, 8), rules, mesh_shape) == P(
+      ('fsdp', 'tensor'), None)
+  assert sharding.logical_to_spec((None, 'unlisted'), (4, 4), rules, mesh_shape) == P(None, None)
+
+
+def test_mesh_shape_resolution_and_errors():
+  assert sharding.resolve_mesh_shape((-1, 2, 1), 8) == (4, 2, 1)
+  with pytest.raises(ValueError, match='has 4 devices but 8 are available'):
+    sharding.resolve_mesh_shape((2, 2, 1), 8)
+  with pytest.raises(ValueError, match='cannot fill 8 devices'):
+    sharding.resolve_mesh_shape((-1, 3, 1), 8)
+  with pytest.raises(ValueError, match='at most one -1'):
+    sharding.resolve_mesh_shape((-1, -1, 1), 8)
+
+
+def test_constrain_is_a_no_op_outside_a_mesh():
+  x = np.ones((4, 4), np.float32)
+  assert sharding.constrain(x, ('batch', 'act_embed')) is x
+
+
+def test_make_mesh_names_axes():
+  mesh = sharding.make_mesh(2, 2, 2)
+  assert dict(mesh.shape) == {'data': 2, 'fsdp': 2, 'tensor': 2}
+  assert dataclasses.asdict(sharding.MeshConfig())['rules'] == sharding.DEFAULT_RULES
