@@ -9,10 +9,14 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
-import dataclasses  # noqa: E402
+import functools  # noqa: E402
 
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from llmjax import optim, sharding, train  # noqa: E402
+from llmjax.data import stream  # noqa: E402
 from llmjax.model.config import ModelConfig  # noqa: E402
 
 
@@ -23,5 +27,32 @@ def tiny_cfg() -> ModelConfig:
                      head_dim=8, mlp_dim=64, max_len=32)
 
 
-def replace(cfg: ModelConfig, **kw) -> ModelConfig:
-  return dataclasses.replace(cfg, **kw)
+# The model, optimizer and batch of one-step invariants and golden values.
+CFG = ModelConfig(vocab_size=256, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                  head_dim=16, mlp_dim=128, max_len=32)
+# A large eps makes Adam's first update smooth in the gradient, so reduction-order
+# noise between meshes cannot flip the sign of tiny components.
+OPTIM = optim.OptimConfig(lr=1e-2, warmup_steps=0, eps=1e-4, weight_decay=0.1)
+
+
+def fixed_batch(batch_size=8, seq_len=16):
+  tokens = np.random.default_rng(0).integers(0, 256, 4096)
+  docs = np.split(tokens, [300, 1500, 1600, 3000])
+  return stream.random_batch(stream.TokenStream(docs), batch_size, seq_len, seed=0, step=0)
+
+
+def one_train_step(mesh_shape, cfg=CFG, microbatches=1):
+  """(metrics, params on host, state) after one train step of CFG on a mesh."""
+  devices = jax.devices()[:int(np.prod(mesh_shape))]
+  mesh = sharding.make_mesh(*mesh_shape, devices=devices)
+  rules = sharding.DEFAULT_RULES
+  tx, _ = optim.make(OPTIM, cfg, total_steps=10)
+  with sharding.activation_rules(mesh, rules):
+    graphdef, state, shardings = train.create_sharded_state(cfg, tx, 0, mesh, rules)
+    data_sharding = sharding.data_sharding(mesh, rules)
+    step = jax.jit(functools.partial(train.train_step, graphdef=graphdef, tx=tx,
+                                     num_microbatches=microbatches, z_loss=1e-4),
+                   in_shardings=(shardings, data_sharding), out_shardings=(shardings, None),
+                   donate_argnums=0)
+    state, metrics = step(state, train.device_batch(fixed_batch(), data_sharding))
+  return jax.device_get(metrics), jax.device_get(state.params), state

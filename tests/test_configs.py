@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from ml_collections import config_dict
 
 from llmjax import configs
 
@@ -49,7 +50,6 @@ def test_head_dim_defaults_to_width_over_heads():
     (dict(data__global_batch_size=6),
      r'config.data.global_batch_size=6 is not divisible by the data-parallel size 4'),
     (dict(data__seq_len=1024), r'config.data.seq_len=1024 exceeds model.max_len=256'),
-    (dict(train__steps='10'), r"config.train.steps: expected int, got str '10'"),
     (dict(model__dropout=1.5), r'config.model.dropout=1.5 must be in \[0, 1\)'),
 ])
 def test_invalid_config_is_reported_by_field(overrides, message):
@@ -60,6 +60,14 @@ def test_invalid_config_is_reported_by_field(overrides, message):
     config.model.max_len = 256
   with pytest.raises(configs.ConfigError, match=message):
     configs.build(config, num_devices=4)
+
+
+def test_wrong_type_in_a_config_file():
+  # ConfigDict refuses a wrong type on assignment; a file can still build a section anew.
+  config = _config()
+  config.train = config_dict.ConfigDict({**config.train.to_dict(), 'steps': '10'})
+  with pytest.raises(configs.ConfigError, match=r"config.train.steps: expected int, got str '10'"):
+    configs.build(config, num_devices=1)
 
 
 def test_unknown_keys_are_reported_with_a_suggestion():

@@ -137,7 +137,7 @@ def test_eval_shape_of_a_7b_preset_allocates_nothing_and_matches_closed_form():
 def test_bfloat16_params_and_compute(tiny_cfg):
   cfg = dataclasses.replace(tiny_cfg, param_dtype='bfloat16', dtype='bfloat16')
   model = Transformer(cfg, nnx.Rngs(0))
-  assert {x.dtype for x in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.bfloat16}
+  assert {x.dtype for x in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.dtype(jnp.bfloat16)}
   logits = model(_tokens(cfg))
   assert logits.dtype == jnp.float32  # the loss is always computed in float32
   reference = Transformer(tiny_cfg, nnx.Rngs(0))(_tokens(cfg))

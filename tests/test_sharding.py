@@ -1,7 +1,6 @@
 """Sharding: sharded = unsharded, the golden PartitionSpec table, rule resolution, meshes."""
 
 import dataclasses
-import functools
 
 import jax
 import numpy as np
@@ -9,50 +8,21 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from llmjax import optim, sharding, train
-from llmjax.data import stream
+from conftest import CFG, one_train_step
+from llmjax import sharding
 from llmjax.model import config as model_config
-from llmjax.model.config import ModelConfig
 from llmjax.model.transformer import Transformer
-
-CFG = ModelConfig(vocab_size=256, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2,
-                  head_dim=16, mlp_dim=128, max_len=32)
-# A large eps makes Adam's first update smooth in the gradient, so reduction-order
-# noise between meshes cannot flip the sign of tiny components.
-OPTIM = optim.OptimConfig(lr=1e-2, warmup_steps=0, eps=1e-4, weight_decay=0.1)
-
-
-def _batch(batch_size=8, seq_len=16):
-  tokens = np.random.default_rng(0).integers(0, 256, 4096)
-  docs = np.split(tokens, [300, 1500, 1600, 3000])
-  return stream.random_batch(stream.TokenStream(docs), batch_size, seq_len, seed=0, step=0)
-
-
-def _one_step(mesh_shape, cfg=CFG, microbatches=1):
-  devices = jax.devices()[:int(np.prod(mesh_shape))]
-  mesh = sharding.make_mesh(*mesh_shape, devices=devices)
-  rules = sharding.DEFAULT_RULES
-  tx, _ = optim.make(OPTIM, cfg, total_steps=10)
-  with sharding.activation_rules(mesh, rules):
-    graphdef, state, shardings = train.create_sharded_state(cfg, tx, 0, mesh, rules)
-    data_sharding = sharding.data_sharding(mesh, rules)
-    step = jax.jit(functools.partial(train.train_step, graphdef=graphdef, tx=tx,
-                                     num_microbatches=microbatches, z_loss=1e-4),
-                   in_shardings=(shardings, data_sharding), out_shardings=(shardings, None),
-                   donate_argnums=0)
-    state, metrics = step(state, train.device_batch(_batch(), data_sharding))
-  return jax.device_get(metrics), jax.device_get(state.params), state
 
 
 @pytest.fixture(scope='module')
 def single_device_step():
-  return _one_step((1, 1, 1))
+  return one_train_step((1, 1, 1))
 
 
 @pytest.mark.parametrize('mesh_shape', [(8, 1, 1), (1, 8, 1), (2, 2, 2), (1, 2, 4)])
 def test_sharded_step_equals_single_device(single_device_step, mesh_shape):
   ref_metrics, ref_params, _ = single_device_step
-  metrics, params, _ = _one_step(mesh_shape)
+  metrics, params, _ = one_train_step(mesh_shape)
   np.testing.assert_allclose(metrics['loss'], ref_metrics['loss'], rtol=1e-5)
   np.testing.assert_allclose(metrics['grad_norm'], ref_metrics['grad_norm'], rtol=1e-4)
   for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)):
@@ -61,7 +31,7 @@ def test_sharded_step_equals_single_device(single_device_step, mesh_shape):
 
 def test_gradient_accumulation_equals_one_big_batch(single_device_step):
   ref_metrics, ref_params, _ = single_device_step
-  metrics, params, _ = _one_step((1, 1, 1), microbatches=4)
+  metrics, params, _ = one_train_step((1, 1, 1), microbatches=4)
   np.testing.assert_allclose(metrics['loss'], ref_metrics['loss'], rtol=1e-5)
   for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)):
     np.testing.assert_allclose(got, want, atol=1e-5)
@@ -108,7 +78,7 @@ def test_no_large_parameter_replicated_under_fsdp():
 
 
 def test_state_is_created_sharded():
-  _, _, state = _one_step((1, 4, 2))
+  _, _, state = one_train_step((1, 4, 2))
   wq = state.params['blocks']['attn']['wq'].get_value()
   assert wq.sharding.spec == GOLDEN_SPECS['blocks.attn.wq']
   assert wq.addressable_shards[0].data.shape == (2, 16, 2, 16)  # D/4, N/2
