@@ -1,9 +1,16 @@
 """The default experiment: a byte-level Llama-style LM on the Python standard library.
 
-Run (2-core CPU, no accelerator, about 9 minutes):
+A 0.9M-parameter model (D=128, L=4, RoPE, RMSNorm, SwiGLU, tied embeddings) trained
+for 500 steps of 32 x 256 bytes (4.1M tokens) with AdamW and a cosine schedule.
+
+Run (2-core CPU, no accelerator):
   python -m llmjax.main --config experiments/base.py --workdir runs/base
-Result: held-out loss about X nats/byte (Y bits/byte) after Z steps.
-Small/CPU-quick variant for smoke tests: --config experiments/base.py:tiny
+Result (measured 2026-11-30, 2-core Xeon, JAX 0.10.2): 7.5 minutes wall clock in
+all, about 9,600 tokens/s (21% MFU against a measured 300 GFLOP/s float32 matmul
+peak); held-out loss 1.30 nats/byte (1.88 bits/byte) on the whole held-out
+split (1% of the stdlib's bytes, a seeded sample of whole files); train loss
+about 1.25.
+Smoke-test variant (seconds): --config experiments/base.py:tiny
 """
 
 from llmjax import configs
