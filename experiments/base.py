@@ -8,8 +8,8 @@ Run (2-core CPU, no accelerator):
 Result (measured 2026-11-30, 2-core Xeon, JAX 0.10.2): 7.5 minutes wall clock in
 all, about 9,600 tokens/s (21% MFU against a measured 300 GFLOP/s float32 matmul
 peak); held-out loss 1.30 nats/byte (1.88 bits/byte) on the whole held-out
-split (1% of the stdlib's bytes, a seeded sample of whole files); train loss
-about 1.25.
+split (1% of the stdlib's bytes, a seeded sample of whole files); final train
+loss 1.30.
 Smoke-test variant (seconds): --config experiments/base.py:tiny
 """
 
