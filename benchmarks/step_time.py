@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from llmjax import configs, flops, optim, sharding, train
-from llmjax.data import pipeline, stream
+from llmjax.data import pipeline
 
 
 def _load_config(path: str):
@@ -41,7 +41,7 @@ def _apply(exp, variant: str):
                                      for name, fields in sections.items()})
 
 
-def time_variant(exp, data: pipeline.Data, steps: int) -> dict:
+def time_variant(exp, data, steps: int) -> dict:
   model_cfg = exp.model
   mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor)
   tx, _ = optim.make(exp.optim, model_cfg, exp.train.steps)
@@ -52,9 +52,8 @@ def time_variant(exp, data: pipeline.Data, steps: int) -> dict:
     step_fn = jax.jit(functools.partial(train.train_step, graphdef=graphdef, tx=tx,
                                         num_microbatches=exp.train.microbatches, z_loss=0.0),
                       in_shardings=(shardings, batch_sharding), donate_argnums=0)
-    batches = [train.device_batch(stream.random_batch(data.train, exp.data.global_batch_size,
-                                                      exp.data.seq_len, 0, i), batch_sharding)
-               for i in range(steps + 1)]
+    rows = iter(pipeline.train_dataset(data, exp.data))
+    batches = [train.device_batch(next(rows)['batch'], batch_sharding) for _ in range(steps + 1)]
     start = time.perf_counter()
     state, m = step_fn(state, batches[0])
     jax.block_until_ready(m)
@@ -79,7 +78,7 @@ def main():
   parser.add_argument('--variants', nargs='*', default=[''])
   args = parser.parse_args()
   exp = configs.build(_load_config(args.config), jax.device_count())
-  data = pipeline.load(exp.data.source, exp.data.eval_fraction, exp.data.split_seed)
+  data = pipeline.load(exp.data)
   peak = flops.measure_matmul_flops() * jax.device_count()
   print(f'peak (measured matmul): {peak / 1e9:.0f} GFLOP/s')
   base = None

@@ -18,6 +18,7 @@ from llmjax import configs
 
 def get_config(variant: str = ''):
   config = configs.defaults()
+  config.model.vocab_size = 257  # V: 256 bytes and end-of-text
   config.model.d_model = 128  # D
   config.model.num_layers = 4  # L
   config.model.num_heads = 4  # N

@@ -14,7 +14,7 @@ import typing
 from ml_collections import config_dict
 
 from llmjax import optim, sharding
-from llmjax.data import pipeline
+from llmjax.data import pipeline, sources
 from llmjax.metrics import MetricsConfig
 from llmjax.model import config as model_config
 from llmjax.model import parametrization
@@ -167,7 +167,6 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
   _choice(errors, 'model.dtype', m.dtype, model_config.DTYPES)
   _choice(errors, 'optim.name', o.name, optim.OPTIMIZERS)
   _choice(errors, 'optim.schedule', o.schedule, optim.SCHEDULES)
-  _choice(errors, 'data.source', d.source, pipeline.SOURCES)
   for field in ('vocab_size', 'd_model', 'num_layers', 'num_heads', 'num_kv_heads', 'head_dim',
                 'mlp_dim', 'max_len'):
     _positive(errors, f'model.{field}', getattr(m, field))
@@ -190,9 +189,8 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
     errors.append(f'config.model.dropout={m.dropout} must be in [0, 1)')
   if d.seq_len > m.max_len:
     errors.append(f'config.data.seq_len={d.seq_len} exceeds model.max_len={m.max_len}')
-  if m.vocab_size < 256 and d.source == 'pystdlib':
-    errors.append(f'config.model.vocab_size={m.vocab_size} is smaller than the byte '
-                  f'tokenizer\'s 256 tokens')
+  _choice(errors, 'data.packing', d.packing, pipeline.PACKINGS)
+  _check_tokenizer(m, d, errors)
   if not 0.0 < d.eval_fraction < 0.5:
     errors.append(f'config.data.eval_fraction={d.eval_fraction} must be in (0, 0.5)')
   if o.warmup_steps < 0 or o.warmup_steps > t.steps:
@@ -202,6 +200,18 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
     errors.append(f'config.optim.no_decay_groups: unknown groups {sorted(unknown_groups)}; '
                   f'known: {", ".join(parametrization.GROUPS)}')
   _check_mesh(exp, num_devices, errors)
+
+
+def _check_tokenizer(m: ModelConfig, d: pipeline.DataConfig, errors: list[str]) -> None:
+  """The model's embedding must hold every token id the data can produce."""
+  try:
+    vocab = sources.vocab_size(d.source, d.tokenizer)
+  except (ValueError, FileNotFoundError) as e:
+    errors.append(f'config.data: {e}')
+    return
+  if vocab > m.vocab_size:
+    errors.append(f'config.model.vocab_size={m.vocab_size} is smaller than the vocabulary of '
+                  f'data.tokenizer={d.tokenizer!r} ({vocab} tokens)')
 
 
 def _check_mesh(exp: Experiment, num_devices: int, errors: list[str]) -> None:

@@ -50,4 +50,7 @@ def sample(model: Transformer, prompt: np.ndarray, num_new: int, temperature: fl
 
 def sample_text(model: Transformer, tokenizer, prompt: str, num_new: int, temperature: float,
                 seed: int = 0) -> str:
-  return tokenizer.decode(sample(model, tokenizer.encode(prompt), num_new, temperature, seed))
+  """The prompt and its continuation, as text. The prompt starts a document (after
+  end-of-text), as in training."""
+  ids = np.concatenate([[tokenizer.eot_id], tokenizer.encode(prompt)]).astype(np.int32)
+  return tokenizer.decode(sample(model, ids, num_new, temperature, seed)[1:])

@@ -9,6 +9,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from llmjax import configs, train
+from llmjax.data.sources import DataError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment file with get_config().',
                                           lock_config=True)
@@ -35,7 +36,11 @@ def main(argv):
           file=sys.stderr)
     sys.exit(2)
   print(f'llmjax: workdir {workdir}')
-  train.run(exp, workdir, configs.as_dict(exp))
+  try:
+    train.run(exp, workdir, configs.as_dict(exp))
+  except DataError as e:  # raised while opening the data, before the workdir exists
+    print(f'llmjax: bad data input: {e}', file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == '__main__':

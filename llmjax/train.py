@@ -15,7 +15,8 @@ import optax
 from flax import nnx
 
 from llmjax import flops, generate, metrics, optim, sharding
-from llmjax.data import pipeline, stream
+from llmjax.data import pipeline
+from llmjax.data.sources import Corpus
 from llmjax.model.config import ModelConfig
 from llmjax.model.transformer import Transformer
 
@@ -127,37 +128,39 @@ def eval_step(params: nnx.State, batch: dict, *, graphdef: nnx.GraphDef) -> dict
   return {'nll': nll, 'weight': batch['weights'].sum()}
 
 
-def device_batch(batch: dict[str, np.ndarray], data_sharding) -> dict[str, jax.Array]:
+def device_batch(local_rows: dict[str, np.ndarray], data_sharding) -> dict[str, jax.Array]:
   """Global arrays from this process's rows of the global batch."""
-  rows = next(iter(batch.values())).shape[0]
-  per_process = rows // jax.process_count()
-  lo = jax.process_index() * per_process
-  return {k: jax.make_array_from_process_local_data(data_sharding, v[lo:lo + per_process])
-          for k, v in batch.items()}
+  return {k: jax.make_array_from_process_local_data(data_sharding, v)
+          for k, v in local_rows.items()}
 
 
-def evaluate(eval_fn, params, data: pipeline.Data, exp: 'Experiment', data_sharding,
-             max_batches: int) -> dict[str, float]:
-  """Held-out loss in nats per token and bits per byte."""
-  sums = {'nll': 0.0, 'weight': 0.0}
-  for batch in stream.sequential_batches(data.eval, exp.data.global_batch_size,
-                                         exp.data.seq_len, max_batches):
+def evaluate(eval_fn, params, batches: list[dict], token_bytes: np.ndarray,
+             data_sharding) -> dict[str, float]:
+  """Held-out loss in nats per token, and bits per byte of the predicted text.
+
+  Bytes are counted per target token (its UTF-8 length), so bits per byte is
+  comparable across tokenizers. Multi-host: each process counts its own rows.
+  """
+  nll, weight = 0.0, 0.0
+  num_bytes = 0
+  for batch in batches:
     out = eval_fn(params, device_batch(batch, data_sharding))
-    sums = {k: sums[k] + out[k] for k in sums}  # stays on device until the end
-  nll, weight = (float(sums['nll']), float(sums['weight']))
-  loss = nll / max(weight, 1.0)
-  return {'eval/loss': loss,
-          'eval/bits_per_byte': loss / math.log(2) / data.tokenizer.bytes_per_token}
+    nll, weight = nll + out['nll'], weight + out['weight']  # stays on device until the end
+    num_bytes += int((token_bytes[batch['targets']] * (batch['weights'] > 0)).sum())
+  num_bytes = max(int(jax.process_count() * num_bytes), 1)
+  loss = float(nll) / max(float(weight), 1.0)
+  return {'eval/loss': loss, 'eval/bits_per_byte': float(nll) / math.log(2) / num_bytes}
 
 
 def run(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict) -> dict[str, float]:
   """Trains `exp` and writes everything into `workdir`; returns the final metrics."""
   mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor)
   rules = exp.mesh.rules
-  data = pipeline.load(exp.data.source, exp.data.eval_fraction, exp.data.split_seed)
+  data = pipeline.load(exp.data)
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
-    resolved_config = {**resolved_config, 'data_fingerprint': data.fingerprint}
+    resolved_config = {**resolved_config, 'data_fingerprint': data.fingerprint,
+                       'data_info': data.info}
     (workdir / 'config.json').write_text(json.dumps(resolved_config, indent=2) + '\n')
 
   tx, lr_schedule = optim.make(exp.optim, exp.model, exp.train.steps)
@@ -196,7 +199,7 @@ class _Throughput:
     return self.tokens_per_step / step_time, step_time
 
 
-def _loop(exp, workdir, resolved_config, data, state, step_fn, eval_fn, lr_schedule,
+def _loop(exp, workdir, resolved_config, data: Corpus, state, step_fn, eval_fn, lr_schedule,
           batch_sharding, graphdef) -> dict[str, float]:
   cfg, dcfg = exp.train, exp.data
   tokens_per_step = dcfg.global_batch_size * dcfg.seq_len
@@ -207,18 +210,23 @@ def _loop(exp, workdir, resolved_config, data, state, step_fn, eval_fn, lr_sched
   progress = metrics.Progress(0, cfg.steps)
   progress.write(f'llmjax: {flops.param_counts(exp.model)["total"]:,} parameters, '
                  f'{flops_per_tok / 1e6:.2f} MFLOPs/token, peak {peak / 1e9:.0f} GFLOP/s '
-                 f'per device ({peak_source}), {jax.device_count()} device(s)')
+                 f'per device ({peak_source}), {jax.device_count()} device(s), '
+                 f'data {data.fingerprint}')
   throughput = _Throughput(tokens_per_step)
+  train_batches = iter(pipeline.train_dataset(data, dcfg, jax.process_index(),
+                                              jax.process_count()))
+  eval_rows = pipeline.eval_batches(data, dcfg, jax.process_index(), jax.process_count())
+  counts = {'tokens_seen': 0, 'unique_tokens_seen': 0, 'epoch': 0}  # exact, global
 
   def log(pending) -> dict[str, float]:
-    step, device_metrics = pending
+    step, device_metrics, data_counts = pending
     values = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
     if not math.isfinite(values['loss']):
       raise FloatingPointError(f'non-finite training loss {values["loss"]} at step {step}')
     tokens_per_s, step_time = throughput.measure(step)
     values.update({
         'lr': float(lr_schedule(step - 1)),
-        'tokens_seen': step * tokens_per_step,
+        **data_counts,
         'tokens_per_s': tokens_per_s,
         'step_time_s': step_time,
         'flops_per_token': flops_per_tok,
@@ -229,12 +237,22 @@ def _loop(exp, workdir, resolved_config, data, state, step_fn, eval_fn, lr_sched
     progress.update(step, values)
     return values
 
-  pending = None  # (step, metrics still on device): fetched after the next step is dispatched
+  def run_eval(step: int, max_batches: int) -> dict[str, float]:
+    rows = eval_rows if max_batches < 0 else eval_rows[:max_batches]
+    values = evaluate(eval_fn, state.params, rows, data.tokenizer.token_bytes, batch_sharding)
+    writer.write(step, values)
+    progress.update(step, {**last, **values})
+    throughput.reset(step)
+    return values
+
+  pending = None  # (step, metrics still on device, data counts): fetched a step later
   last: dict[str, float] = {}
   for step in range(cfg.steps):
-    batch = device_batch(stream.random_batch(data.train, dcfg.global_batch_size, dcfg.seq_len,
-                                             dcfg.seed, step), batch_sharding)
-    state, step_metrics = step_fn(state, batch)
+    item = next(train_batches)
+    state, step_metrics = step_fn(state, device_batch(item['batch'], batch_sharding))
+    counts['tokens_seen'] += item['stats']['tokens']
+    counts['unique_tokens_seen'] += item['stats']['unique_tokens']
+    counts['epoch'] = item['stats']['epoch']
     done = step + 1
     if step == 0:  # the first step compiles; throughput counts from its end
       jax.block_until_ready(step_metrics)
@@ -242,17 +260,11 @@ def _loop(exp, workdir, resolved_config, data, state, step_fn, eval_fn, lr_sched
     if pending is not None:
       last, pending = log(pending), None
     if done % cfg.log_every == 0 or done == cfg.steps:
-      pending = (done, step_metrics)
+      pending = (done, step_metrics, dict(counts))
     if done % cfg.eval_every == 0 or done == cfg.steps:
       if pending is not None:
         last, pending = log(pending), None
-      final = done == cfg.steps
-      eval_metrics = evaluate(eval_fn, state.params, data, exp, batch_sharding,
-                              -1 if final else cfg.eval_batches)
-      writer.write(done, eval_metrics)
-      progress.update(done, {**last, **eval_metrics})
-      last.update(eval_metrics)
-      throughput.reset(done)
+      last.update(run_eval(done, -1 if done == cfg.steps else cfg.eval_batches))
   progress.close()
   print(f'step {cfg.steps}: train loss {last["loss"]:.4f}, eval loss {last["eval/loss"]:.4f} '
         f'nats/token, {last["eval/bits_per_byte"]:.4f} bits/byte')

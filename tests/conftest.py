@@ -16,29 +16,38 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from llmjax import optim, sharding, train  # noqa: E402
-from llmjax.data import stream  # noqa: E402
+from llmjax.data import pipeline  # noqa: E402
+from llmjax.data.sources import Corpus  # noqa: E402
+from llmjax.data.tokenizers import ByteTokenizer  # noqa: E402
 from llmjax.model.config import ModelConfig  # noqa: E402
 
 
 @pytest.fixture
 def tiny_cfg() -> ModelConfig:
   """A model small enough for gradients of everything in milliseconds."""
-  return ModelConfig(vocab_size=256, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
+  return ModelConfig(vocab_size=257, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
                      head_dim=8, mlp_dim=64, max_len=32)
 
 
 # The model, optimizer and batch of one-step invariants and golden values.
-CFG = ModelConfig(vocab_size=256, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2,
+CFG = ModelConfig(vocab_size=264, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2,
                   head_dim=16, mlp_dim=128, max_len=32)
 # A large eps makes Adam's first update smooth in the gradient, so reduction-order
 # noise between meshes cannot flip the sign of tiny components.
 OPTIM = optim.OptimConfig(lr=1e-2, warmup_steps=0, eps=1e-4, weight_decay=0.1)
 
 
+def text_corpus(docs: list[bytes]) -> Corpus:
+  """An in-memory byte-level corpus (the same documents serve as eval split)."""
+  return Corpus(train=docs, eval=docs, tokenizer=ByteTokenizer(), fingerprint='test')
+
+
 def fixed_batch(batch_size=8, seq_len=16):
-  tokens = np.random.default_rng(0).integers(0, 256, 4096)
-  docs = np.split(tokens, [300, 1500, 1600, 3000])
-  return stream.random_batch(stream.TokenStream(docs), batch_size, seq_len, seed=0, step=0)
+  """The first batch of the grain pipeline over five random byte documents."""
+  tokens = np.random.default_rng(0).integers(0, 256, 4096).astype(np.uint8)
+  docs = [d.tobytes() for d in np.split(tokens, [300, 1500, 1600, 3000])]
+  cfg = pipeline.DataConfig(seq_len=seq_len, global_batch_size=batch_size)
+  return next(iter(pipeline.train_dataset(text_corpus(docs), cfg)))['batch']
 
 
 def one_train_step(mesh_shape, cfg=CFG, microbatches=1):

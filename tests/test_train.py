@@ -17,8 +17,8 @@ def test_golden_first_step():
   # change only with a deliberate change of initialization, parametrization,
   # loss or data packing; say which in the commit that updates them.
   metrics, _, _ = one_train_step((1, 1, 1))
-  np.testing.assert_allclose(metrics['loss'], 5.565019130706787, rtol=1e-5)
-  np.testing.assert_allclose(metrics['grad_norm'], 1.7502456903457642, rtol=1e-4)
+  np.testing.assert_allclose(metrics['loss'], 5.565397262573242, rtol=1e-5)
+  np.testing.assert_allclose(metrics['grad_norm'], 1.7443382740020752, rtol=1e-4)
 
 
 def _run(tmp_path, *flags):

@@ -1,38 +1,171 @@
-"""The data a run trains and evaluates on, chosen by `config.data.source`."""
+"""The grain input pipeline: shuffle documents, tokenize, pack into rows, batch, slice.
+
+  documents (random access) --seeded per-epoch shuffle--> (epoch, document)
+    --tokenize: [eot] + tokens, inputs = ids[:-1], targets = ids[1:]-->
+    --pack into rows of seq_len (concat_split, or first_fit of <= seq_len chunks)-->
+    --batch the *global* batch--> count tokens --> keep this process's rows
+
+Every process runs the same global pipeline and keeps its own rows, so the
+sequence of global batches is the same for any number of processes and devices,
+and for every model of a sweep that shares the data config. The iterator is
+grain's, so its state (`get_state`/`set_state`) restores the exact next batch.
+"""
 
 import dataclasses
+import functools
 
-from llmjax.data import pystdlib
-from llmjax.data.stream import TokenStream
-from llmjax.data.tokenizer import ByteTokenizer
+import grain
+import grain.experimental as gx
+import numpy as np
 
-SOURCES = ('pystdlib',)
+from llmjax.data.sources import Corpus, DataError, open_corpus
 
-
-@dataclasses.dataclass
-class Data:
-  train: TokenStream
-  eval: TokenStream
-  tokenizer: ByteTokenizer
-  fingerprint: str
-
-
-def load(source: str, eval_fraction: float, split_seed: int) -> Data:
-  if source != 'pystdlib':
-    raise ValueError(f'unknown data source {source!r}; known: {", ".join(SOURCES)}')
-  tokenizer = ByteTokenizer()
-  files = pystdlib.source_files()
-  train_files, eval_files = pystdlib.split(files, eval_fraction, split_seed)
-  encode = lambda paths: [tokenizer.encode(p.read_bytes()) for p in paths]
-  return Data(TokenStream(encode(train_files)), TokenStream(encode(eval_files)), tokenizer,
-              pystdlib.fingerprint(files))
+PACKINGS = ('concat_split', 'first_fit')
+MAX_EPOCHS = 100_000  # the shuffled stream's length, in passes over the source
+ROW_KEYS = ('inputs', 'targets', 'positions', 'segment_ids', 'weights', 'epoch')
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  source: str = 'pystdlib'  # where documents come from
+  source: str = 'pystdlib'  # pystdlib | files:GLOB | tfds:NAME[/CONFIG][:VERSION] | synthetic:...
+  tokenizer: str = 'byte'  # byte | sentencepiece:PATH | hf:PATH
   seq_len: int = 256  # T: tokens per training row
   global_batch_size: int = 32  # B: rows per step over all devices and hosts
-  eval_fraction: float = 0.01  # share of the corpus's bytes held out, as whole files
-  split_seed: int = 0  # seed of the held-out file sample
-  seed: int = 0  # seed of the training-row order
+  packing: str = 'concat_split'  # concat_split (no padding) | first_fit (no document split across rows beyond seq_len chunks)
+  eval_fraction: float = 0.01  # pystdlib/files: share of bytes held out, as whole documents
+  split_seed: int = 0  # seed of the held-out sample
+  seed: int = 0  # seed of the document order
+  text_key: str = 'text'  # tfds feature / jsonl field holding the text
+  train_split: str = 'train'  # tfds split names
+  eval_split: str = 'eval'
+  data_dir: str = '~/.cache/llmjax/data'  # built datasets (pystdlib, files) and TFDS data
+
+
+class EpochShuffled:
+  """Random access to an endless stream of (epoch, document): epoch e is the source
+  in a seeded order of its own, so index e * N + j is a pure function of the seed."""
+
+  def __init__(self, source, seed: int):
+    self._source, self._seed = source, seed
+
+  def __len__(self) -> int:
+    return len(self._source) * MAX_EPOCHS
+
+  @functools.lru_cache(maxsize=2)
+  def _order(self, epoch: int) -> np.ndarray:
+    return np.random.default_rng([self._seed, epoch]).permutation(len(self._source))
+
+  def __getitem__(self, index: int):
+    epoch, j = divmod(int(index), len(self._source))
+    return epoch, self._source[int(self._order(epoch)[j])]
+
+
+def _tokenize(element, tokenizer) -> dict[str, np.ndarray]:
+  epoch, doc = element
+  ids = np.concatenate([[tokenizer.eot_id], tokenizer.encode(doc)]).astype(np.int32)
+  return {'inputs': ids[:-1], 'targets': ids[1:],
+          'epoch': np.full(len(ids) - 1, epoch, np.int32)}
+
+
+class _Chunk(gx.FlatMapTransform):
+  """Documents longer than a row, cut into row-sized pieces (first_fit packing)."""
+
+  max_fan_out = 1 << 16
+
+  def __init__(self, seq_len: int):
+    self.seq_len = seq_len
+
+  def flat_map(self, element):
+    n = len(element['inputs'])
+    return [{k: v[i:i + self.seq_len] for k, v in element.items()}
+            for i in range(0, n, self.seq_len)]
+
+
+def _row(packed: dict) -> dict[str, np.ndarray]:
+  """Grain's packed features -> the model's row: a target counts only inside a document."""
+  segments = packed['targets_segment_ids']
+  return {'inputs': packed['inputs'], 'targets': packed['targets'],
+          'positions': packed['inputs_positions'], 'segment_ids': segments,
+          'weights': (segments > 0).astype(np.float32), 'epoch': packed['epoch']}
+
+
+def _rows(documents: grain.MapDataset, tokenizer, cfg: DataConfig) -> grain.IterDataset:
+  docs = documents.map(functools.partial(_tokenize, tokenizer=tokenizer))
+  docs = docs.filter(lambda d: len(d['inputs']) > 0).to_iter_dataset()
+  lengths = {k: cfg.seq_len for k in ('inputs', 'targets', 'epoch')}
+  if cfg.packing == 'first_fit':
+    chunks = gx.FlatMapIterDataset(docs, _Chunk(cfg.seq_len))
+    packed = gx.FirstFitPackIterDataset(chunks, length_struct=lengths,
+                                        num_packing_bins=cfg.global_batch_size, seed=cfg.seed,
+                                        shuffle_bins=False)
+  elif cfg.packing == 'concat_split':
+    packed = gx.ConcatThenSplitIterDataset(docs, length_struct=lengths)
+  else:
+    raise ValueError(f'unknown packing {cfg.packing!r}; known: {", ".join(PACKINGS)}')
+  return packed.map(_row)
+
+
+def _global_batch_stats(batch: dict) -> dict:
+  """Exact token accounting of a whole global batch, before it is sliced."""
+  counted = batch['weights'] > 0
+  return {'tokens': int(counted.sum()),
+          'unique_tokens': int((counted & (batch['epoch'] == 0)).sum()),
+          'epoch': int(batch['epoch'][counted].max(initial=0))}
+
+
+def _slice_for_process(batch: dict, process_index: int, process_count: int) -> dict:
+  rows = len(batch['inputs']) // process_count
+  local = {k: v[process_index * rows:(process_index + 1) * rows] for k, v in batch.items()}
+  local.pop('epoch')
+  return {'batch': local, 'stats': _global_batch_stats(batch)}
+
+
+def train_dataset(corpus: Corpus, cfg: DataConfig, process_index: int = 0,
+                  process_count: int = 1) -> grain.IterDataset:
+  """Endless training batches: {'batch': this process's rows, 'stats': global counts}."""
+  # An endless source (synthetic) is already in random order and has no epochs.
+  endless = getattr(corpus.train, 'endless', False)
+  documents = grain.MapDataset.source(
+      _WithEpoch(corpus.train) if endless else EpochShuffled(corpus.train, cfg.seed))
+  batches = _rows(documents, corpus.tokenizer, cfg).batch(cfg.global_batch_size,
+                                                          drop_remainder=True)
+  return batches.map(functools.partial(_slice_for_process, process_index=process_index,
+                                       process_count=process_count))
+
+
+def eval_batches(corpus: Corpus, cfg: DataConfig, process_index: int = 0,
+                 process_count: int = 1, max_batches: int = -1) -> list[dict]:
+  """The held-out split once, in order; the last batch is padded with zero-weight rows."""
+  rows = list(_rows(grain.MapDataset.source(_WithEpoch(corpus.eval)), corpus.tokenizer,
+                    dataclasses.replace(cfg, packing='concat_split')))
+  b = cfg.global_batch_size
+  batches = []
+  for start in range(0, len(rows), b):
+    chunk = rows[start:start + b]
+    pad = [{k: np.zeros_like(v) for k, v in chunk[0].items()}] * (b - len(chunk))
+    batch = {k: np.stack([r[k] for r in chunk + pad]) for k in ROW_KEYS}
+    batches.append(_slice_for_process(batch, process_index, process_count)['batch'])
+    if len(batches) == max_batches:
+      break
+  return batches
+
+
+class _WithEpoch:
+  """A source read as it is, all of it epoch 0."""
+
+  def __init__(self, source):
+    self._source = source
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int):
+    return 0, self._source[index]
+
+
+def load(cfg: DataConfig) -> Corpus:
+  """The corpus of `cfg`, checked against the row length; raises DataError on bad input."""
+  corpus = open_corpus(cfg)
+  if len(corpus.train) == 0 or len(corpus.eval) == 0:
+    raise DataError(f'data.source {cfg.source!r}: the train or eval split is empty')
+  return corpus

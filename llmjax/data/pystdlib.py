@@ -12,26 +12,43 @@ import sysconfig
 import numpy as np
 
 
+def stdlib_root() -> pathlib.Path:
+  return pathlib.Path(sysconfig.get_paths()['stdlib'])
+
+
 def source_files() -> list[pathlib.Path]:
   """Every .py file of the standard library (not site-packages), in a fixed order."""
-  root = pathlib.Path(sysconfig.get_paths()['stdlib'])
+  root = stdlib_root()
   files = [p for p in root.rglob('*.py')
            if 'site-packages' not in p.parts and 'dist-packages' not in p.parts]
   return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
+def held_out_indices(sizes, eval_fraction: float, seed: int) -> set[int]:
+  """Documents taken in a seeded random order until they hold `eval_fraction` of the
+  bytes (at least one): chosen by chance, never by content."""
+  sizes = np.asarray(sizes)
+  order = np.random.default_rng(seed).permutation(len(sizes))
+  taken = np.cumsum(sizes[order]) <= eval_fraction * sizes.sum()
+  taken[0] = True
+  return set(order[taken].tolist())
+
+
 def split(files: list[pathlib.Path], eval_fraction: float,
           seed: int) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
-  """(train, eval): eval takes files in a seeded random order until it holds the fraction."""
-  sizes = np.array([p.stat().st_size for p in files])
-  order = np.random.default_rng(seed).permutation(len(files))
-  target = eval_fraction * sizes.sum()
-  taken = np.cumsum(sizes[order]) <= target
-  taken[0] = taken[0] or eval_fraction > 0  # at least one file when asked for any
-  eval_ids = set(order[taken].tolist())
-  train = [p for i, p in enumerate(files) if i not in eval_ids]
-  evals = [p for i, p in enumerate(files) if i in eval_ids]
-  return train, evals
+  """(train, eval) lists of whole files."""
+  held_out = held_out_indices([p.stat().st_size for p in files], eval_fraction, seed)
+  return ([p for i, p in enumerate(files) if i not in held_out],
+          [p for i, p in enumerate(files) if i in held_out])
+
+
+def split_documents(docs: list[tuple[str, bytes | str]], eval_fraction: float,
+                    seed: int) -> dict[str, list]:
+  """{'train': [...], 'eval': [...]} of (key, text) documents, split like `split`."""
+  sizes = [len(text.encode() if isinstance(text, str) else text) for _, text in docs]
+  held_out = held_out_indices(sizes, eval_fraction, seed)
+  return {'train': [d for i, d in enumerate(docs) if i not in held_out],
+          'eval': [d for i, d in enumerate(docs) if i in held_out]}
 
 
 def fingerprint(files: list[pathlib.Path]) -> str:

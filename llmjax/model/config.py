@@ -20,7 +20,7 @@ DTYPES = ('float32', 'bfloat16')
 class ModelConfig:
   """Architecture of a decoder-only Transformer LM. Modules receive only this."""
 
-  vocab_size: int = 256  # V
+  vocab_size: int = 257  # V (the byte tokenizer: 256 bytes and end-of-text)
   d_model: int = 128  # D
   num_layers: int = 4  # L
   num_heads: int = 4  # N

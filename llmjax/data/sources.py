@@ -1,0 +1,109 @@
+"""Corpora by name: `pystdlib`, `files:GLOB`, `tfds:NAME[/CONFIG][:VERSION]`, `synthetic:...`.
+
+A corpus is a pair of random-access document sources (train, eval), the
+tokenizer that turns their documents into tokens, and a fingerprint naming the
+exact data. Documents are text (bytes or str) or, for `synthetic`, token arrays.
+"""
+
+import dataclasses
+import pathlib
+
+from llmjax.data import builders, synthetic, tokenizers
+
+KINDS = ('pystdlib', 'files', 'tfds', 'synthetic')
+SYNTHETIC_EVAL_DOCS = 64
+
+
+@dataclasses.dataclass
+class Corpus:
+  train: object  # len() and [i] -> document
+  eval: object
+  tokenizer: object
+  fingerprint: str
+  info: dict = dataclasses.field(default_factory=dict)  # e.g. the synthetic entropy
+
+
+class DataError(ValueError):
+  """Bad data input: a missing file, an unknown dataset, a missing field, an empty split."""
+
+
+class _Field:
+  """A TFDS source's records, reduced to one text feature."""
+
+  def __init__(self, source, key: str):
+    self._source, self._key = source, key
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int):
+    return self._source[index][self._key]
+
+
+def vocab_size(source: str, tokenizer: str) -> int:
+  """Token ids the data can produce (cheap: reads at most a tokenizer file)."""
+  kind, _, arg = source.partition(':')
+  if kind not in KINDS:
+    raise ValueError(f'unknown data source {source!r}; use pystdlib, files:GLOB, '
+                     f'tfds:NAME[/CONFIG][:VERSION] or synthetic:KEY=VALUE,...')
+  if kind == 'synthetic':
+    return synthetic.parse_spec(arg).vocab + 1
+  return tokenizers.load(tokenizer).vocab_size
+
+
+def open_corpus(cfg) -> Corpus:
+  """The corpus of a DataConfig; errors (DataError) name the cause before any training."""
+  try:
+    return _open(cfg)
+  except (ValueError, KeyError, FileNotFoundError) as e:
+    raise DataError(str(e).strip('"')) from None
+
+
+def _open(cfg) -> Corpus:
+  kind, _, arg = cfg.source.partition(':')
+  data_dir = pathlib.Path(cfg.data_dir).expanduser()
+  if kind == 'synthetic':
+    if cfg.tokenizer != 'byte':
+      raise ValueError('data.tokenizer: a synthetic source has its own tokens; leave it as byte')
+    spec = synthetic.parse_spec(arg)
+    train = synthetic.MarkovSource(spec)
+    held_out = synthetic.MarkovSource(spec, num_docs=SYNTHETIC_EVAL_DOCS, offset=2**40)
+    info = {'entropy_rate': train.entropy_rate, 'optimal_loss': train.optimal_loss}
+    fingerprint = 'synthetic-' + '-'.join(f'{k}{v}' for k, v in dataclasses.asdict(spec).items())
+    return Corpus(train, held_out, synthetic.SyntheticTokenizer(spec.vocab), fingerprint, info)
+  tokenizer = tokenizers.load(cfg.tokenizer)
+  if kind == 'pystdlib' and not arg:
+    train, held_out, fingerprint = builders.pystdlib_sources(data_dir, cfg.eval_fraction,
+                                                             cfg.split_seed)
+    train, held_out = _Field(train, builders.TEXT), _Field(held_out, builders.TEXT)
+  elif kind == 'files' and arg:
+    train, held_out, fingerprint = builders.text_files_sources(
+        arg, data_dir, cfg.text_key, cfg.eval_fraction, cfg.split_seed)
+    train, held_out = _Field(train, builders.TEXT), _Field(held_out, builders.TEXT)
+  elif kind == 'tfds' and arg:
+    train, held_out, fingerprint = _tfds(arg, cfg)
+  else:
+    raise ValueError(f'unknown data source {cfg.source!r}; use pystdlib, files:GLOB, '
+                     f'tfds:NAME[/CONFIG][:VERSION] or synthetic:KEY=VALUE,...')
+  return Corpus(train, held_out, tokenizer, fingerprint)
+
+
+def _tfds(name: str, cfg):
+  import tensorflow_datasets as tfds
+  data_dir = str(pathlib.Path(cfg.data_dir).expanduser()) if cfg.data_dir else None
+  splits = []
+  for split in (cfg.train_split, cfg.eval_split):
+    try:
+      source = tfds.data_source(name, split=split, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+      raise ValueError(f'data.source: unknown TFDS dataset {name!r}') from None
+    except (ValueError, KeyError, AssertionError) as e:
+      raise ValueError(f'data.source: TFDS {name!r} split {split!r}: {e}') from None
+    if len(source) == 0:
+      raise ValueError(f'data.source: TFDS {name!r} split {split!r} is empty')
+    first = source[0]
+    if cfg.text_key not in first:
+      raise KeyError(f'data.text_key: TFDS {name!r} has no feature {cfg.text_key!r}; '
+                     f'features: {", ".join(first)}')
+    splits.append(_Field(source, cfg.text_key))
+  return splits[0], splits[1], f'tfds-{name}-{cfg.train_split}-{cfg.eval_split}'
