@@ -134,22 +134,19 @@ def device_batch(local_rows: dict[str, np.ndarray], data_sharding) -> dict[str, 
           for k, v in local_rows.items()}
 
 
-def evaluate(eval_fn, params, batches: list[dict], token_bytes: np.ndarray,
-             data_sharding) -> dict[str, float]:
+def evaluate(eval_fn, params, batches: list[dict], data_sharding) -> dict[str, float]:
   """Held-out loss in nats per token, and bits per byte of the predicted text.
 
-  Bytes are counted per target token (its UTF-8 length), so bits per byte is
-  comparable across tokenizers. Multi-host: each process counts its own rows.
+  Bytes are the UTF-8 length of each predicted token (pipeline stats), so bits
+  per byte compares across tokenizers.
   """
   nll, weight = 0.0, 0.0
-  num_bytes = 0
-  for batch in batches:
-    out = eval_fn(params, device_batch(batch, data_sharding))
+  for item in batches:
+    out = eval_fn(params, device_batch(item['batch'], data_sharding))
     nll, weight = nll + out['nll'], weight + out['weight']  # stays on device until the end
-    num_bytes += int((token_bytes[batch['targets']] * (batch['weights'] > 0)).sum())
-  num_bytes = max(int(jax.process_count() * num_bytes), 1)
-  loss = float(nll) / max(float(weight), 1.0)
-  return {'eval/loss': loss, 'eval/bits_per_byte': float(nll) / math.log(2) / num_bytes}
+  num_bytes = max(sum(item['stats']['bytes'] for item in batches), 1)
+  return {'eval/loss': float(nll) / max(float(weight), 1.0),
+          'eval/bits_per_byte': float(nll) / math.log(2) / num_bytes}
 
 
 def run(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict) -> dict[str, float]:
@@ -239,7 +236,7 @@ def _loop(exp, workdir, resolved_config, data: Corpus, state, step_fn, eval_fn, 
 
   def run_eval(step: int, max_batches: int) -> dict[str, float]:
     rows = eval_rows if max_batches < 0 else eval_rows[:max_batches]
-    values = evaluate(eval_fn, state.params, rows, data.tokenizer.token_bytes, batch_sharding)
+    values = evaluate(eval_fn, state.params, rows, batch_sharding)
     writer.write(step, values)
     progress.update(step, {**last, **values})
     throughput.reset(step)

@@ -125,9 +125,10 @@ def test_token_accounting_counts_epochs_and_unique_tokens():
 def test_eval_batches_cover_the_split_once():
   docs = _docs(10)
   cfg = pipeline.DataConfig(seq_len=16, global_batch_size=4)
-  batches = pipeline.eval_batches(text_corpus(docs), cfg)
-  assert sum(int((b['weights'] > 0).sum()) for b in batches) == sum(len(d) for d in docs)
-  assert all(b['inputs'].shape == (4, 16) for b in batches)
+  items = pipeline.eval_batches(text_corpus(docs), cfg)
+  assert sum(int((i['batch']['weights'] > 0).sum()) for i in items) == sum(len(d) for d in docs)
+  assert sum(i['stats']['bytes'] for i in items) == sum(len(d) for d in docs)
+  assert all(i['batch']['inputs'].shape == (4, 16) for i in items)
 
 
 def test_tfds_dataset_end_to_end_with_mock_data(tmp_path):

@@ -3,7 +3,8 @@
   documents (random access) --seeded per-epoch shuffle--> (epoch, document)
     --tokenize: [eot] + tokens, inputs = ids[:-1], targets = ids[1:]-->
     --pack into rows of seq_len (concat_split, or first_fit of <= seq_len chunks)-->
-    --batch the *global* batch--> count tokens --> keep this process's rows
+    --shuffle rows within a window--> batch the *global* batch
+    --> count tokens --> keep this process's rows
 
 Every process runs the same global pipeline and keeps its own rows, so the
 sequence of global batches is the same for any number of processes and devices,
@@ -31,7 +32,8 @@ class DataConfig:
   tokenizer: str = 'byte'  # byte | sentencepiece:PATH | hf:PATH
   seq_len: int = 256  # T: tokens per training row
   global_batch_size: int = 32  # B: rows per step over all devices and hosts
-  packing: str = 'concat_split'  # concat_split (no padding) | first_fit (no document split across rows beyond seq_len chunks)
+  packing: str = 'concat_split'  # concat_split (no padding) | first_fit (whole <=T pieces)
+  shuffle_window: int = 8192  # training rows shuffled together after packing; 1 disables
   eval_fraction: float = 0.01  # pystdlib/files: share of bytes held out, as whole documents
   split_seed: int = 0  # seed of the held-out sample
   seed: int = 0  # seed of the document order
@@ -105,19 +107,23 @@ def _rows(documents: grain.MapDataset, tokenizer, cfg: DataConfig) -> grain.Iter
   return packed.map(_row)
 
 
-def _global_batch_stats(batch: dict) -> dict:
-  """Exact token accounting of a whole global batch, before it is sliced."""
+def _global_batch_stats(batch: dict, token_bytes: np.ndarray) -> dict:
+  """Exact accounting of a whole global batch, before it is sliced: tokens that
+  count in the loss, those from the first epoch, the newest epoch, and the
+  UTF-8 bytes of the counted targets (the denominator of bits per byte)."""
   counted = batch['weights'] > 0
   return {'tokens': int(counted.sum()),
           'unique_tokens': int((counted & (batch['epoch'] == 0)).sum()),
-          'epoch': int(batch['epoch'][counted].max(initial=0))}
+          'epoch': int(batch['epoch'][counted].max(initial=0)),
+          'bytes': int(token_bytes[batch['targets']][counted].sum())}
 
 
-def _slice_for_process(batch: dict, process_index: int, process_count: int) -> dict:
+def _slice_for_process(batch: dict, token_bytes: np.ndarray, process_index: int,
+                       process_count: int) -> dict:
   rows = len(batch['inputs']) // process_count
-  local = {k: v[process_index * rows:(process_index + 1) * rows] for k, v in batch.items()}
-  local.pop('epoch')
-  return {'batch': local, 'stats': _global_batch_stats(batch)}
+  local = {k: v[process_index * rows:(process_index + 1) * rows] for k, v in batch.items()
+           if k != 'epoch'}
+  return {'batch': local, 'stats': _global_batch_stats(batch, token_bytes)}
 
 
 def train_dataset(corpus: Corpus, cfg: DataConfig, process_index: int = 0,
@@ -127,15 +133,21 @@ def train_dataset(corpus: Corpus, cfg: DataConfig, process_index: int = 0,
   endless = getattr(corpus.train, 'endless', False)
   documents = grain.MapDataset.source(
       _WithEpoch(corpus.train) if endless else EpochShuffled(corpus.train, cfg.seed))
-  batches = _rows(documents, corpus.tokenizer, cfg).batch(cfg.global_batch_size,
-                                                          drop_remainder=True)
-  return batches.map(functools.partial(_slice_for_process, process_index=process_index,
-                                       process_count=process_count))
+  rows = _rows(documents, corpus.tokenizer, cfg)
+  if cfg.shuffle_window > 1:
+    # Packing emits a long document as consecutive rows; mixing rows across a
+    # window of many documents keeps each batch diverse.
+    rows = gx.WindowShuffleIterDataset(rows, window_size=cfg.shuffle_window, seed=cfg.seed)
+  batches = rows.batch(cfg.global_batch_size, drop_remainder=True)
+  return batches.map(functools.partial(_slice_for_process,
+                                       token_bytes=corpus.tokenizer.token_bytes,
+                                       process_index=process_index, process_count=process_count))
 
 
 def eval_batches(corpus: Corpus, cfg: DataConfig, process_index: int = 0,
                  process_count: int = 1, max_batches: int = -1) -> list[dict]:
-  """The held-out split once, in order; the last batch is padded with zero-weight rows."""
+  """The held-out split once, in order, as {'batch', 'stats'} items like training's;
+  the last batch is padded with zero-weight rows."""
   rows = list(_rows(grain.MapDataset.source(_WithEpoch(corpus.eval)), corpus.tokenizer,
                     dataclasses.replace(cfg, packing='concat_split')))
   b = cfg.global_batch_size
@@ -144,7 +156,8 @@ def eval_batches(corpus: Corpus, cfg: DataConfig, process_index: int = 0,
     chunk = rows[start:start + b]
     pad = [{k: np.zeros_like(v) for k, v in chunk[0].items()}] * (b - len(chunk))
     batch = {k: np.stack([r[k] for r in chunk + pad]) for k in ROW_KEYS}
-    batches.append(_slice_for_process(batch, process_index, process_count)['batch'])
+    batches.append(_slice_for_process(batch, corpus.tokenizer.token_bytes, process_index,
+                                      process_count))
     if len(batches) == max_batches:
       break
   return batches
