@@ -46,7 +46,7 @@ def fixed_batch(batch_size=8, seq_len=16):
   """The first batch of the grain pipeline over five random byte documents."""
   tokens = np.random.default_rng(0).integers(0, 256, 4096).astype(np.uint8)
   docs = [d.tobytes() for d in np.split(tokens, [300, 1500, 1600, 3000])]
-  cfg = pipeline.DataConfig(seq_len=seq_len, global_batch_size=batch_size)
+  cfg = pipeline.DataConfig(seq_len=seq_len, global_batch_size=batch_size, shuffle_window=1)
   return next(iter(pipeline.train_dataset(text_corpus(docs), cfg)))['batch']
 
 

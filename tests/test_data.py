@@ -40,7 +40,7 @@ def test_pystdlib_split_is_whole_files_seeded_and_about_one_percent():
 @pytest.mark.parametrize('packing', pipeline.PACKINGS)
 def test_packing_loses_and_duplicates_no_token(packing):
   docs = _docs()
-  cfg = pipeline.DataConfig(seq_len=16, global_batch_size=4, packing=packing)
+  cfg = pipeline.DataConfig(seq_len=16, global_batch_size=4, packing=packing, shuffle_window=1)
   total_targets = sum(len(d) for d in docs)  # each byte is a target once per epoch
   seen = []
   for item in _take(pipeline.train_dataset(text_corpus(docs), cfg), 200):
@@ -74,9 +74,11 @@ def test_rows_mark_documents_positions_and_padding(packing):
         assert p[0] == 0
 
 
-def test_resume_from_saved_iterator_state_in_a_new_process(tmp_path):
+@pytest.mark.parametrize('packing', pipeline.PACKINGS)
+def test_resume_from_saved_iterator_state_in_a_new_process(tmp_path, packing):
   docs = _docs()
-  cfg = pipeline.DataConfig(seq_len=16, global_batch_size=4, seed=7)
+  cfg = pipeline.DataConfig(seq_len=16, global_batch_size=4, seed=7, shuffle_window=64,
+                            packing=packing)
   it = iter(pipeline.train_dataset(text_corpus(docs), cfg))
   for _ in range(13):  # mid-epoch
     next(it)
@@ -90,9 +92,10 @@ import numpy as np
 from conftest import text_corpus
 from test_data import _docs
 from llmjax.data import pipeline
-cfg = pipeline.DataConfig(seq_len=16, global_batch_size=4, seed=7)
+cfg = pipeline.DataConfig(seq_len=16, global_batch_size=4, seed=7, shuffle_window=64,
+                          packing={packing!r})
 it = iter(pipeline.train_dataset(text_corpus(_docs()), cfg))
-it.set_state(json.loads(open({str(tmp_path / 'state.json')!r}).read()))
+pipeline.restore_state(it, json.loads(open({str(tmp_path / 'state.json')!r}).read()))
 print(json.dumps([next(it)['batch']['inputs'].tolist() for _ in range(5)]))
 '''
   out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, check=True)
@@ -101,7 +104,7 @@ print(json.dumps([next(it)['batch']['inputs'].tolist() for _ in range(5)]))
 
 def test_global_batch_is_the_same_for_any_number_of_processes():
   docs = _docs()
-  cfg = pipeline.DataConfig(seq_len=16, global_batch_size=8, seed=1)
+  cfg = pipeline.DataConfig(seq_len=16, global_batch_size=8, seed=1, shuffle_window=32)
   one = [x['batch'] for x in _take(pipeline.train_dataset(text_corpus(docs), cfg), 6)]
   for count in (2, 4):
     per_process = [[x['batch'] for x in _take(
@@ -115,7 +118,7 @@ def test_global_batch_is_the_same_for_any_number_of_processes():
 
 def test_token_accounting_counts_epochs_and_unique_tokens():
   docs = [b'ab' * 20] * 3  # 120 targets per epoch
-  cfg = pipeline.DataConfig(seq_len=10, global_batch_size=2)
+  cfg = pipeline.DataConfig(seq_len=10, global_batch_size=2, shuffle_window=1)
   items = _take(pipeline.train_dataset(text_corpus(docs), cfg), 12)  # 240 rows' worth
   assert sum(i['stats']['tokens'] for i in items) == 12 * 2 * 10  # concat_split: no padding
   assert sum(i['stats']['unique_tokens'] for i in items) == 120

@@ -144,6 +144,22 @@ def train_dataset(corpus: Corpus, cfg: DataConfig, process_index: int = 0,
                                        process_index=process_index, process_count=process_count))
 
 
+def restore_state(iterator, state: dict) -> None:
+  """Sets a training iterator to a saved state, also one read back from JSON.
+
+  JSON turns tuples into lists, and grain's concat-then-split packer compares
+  its remainder slices with tuples: without this, a restored iterator silently
+  skips the remainder of a split document.
+  """
+  def fix(node):
+    if isinstance(node, dict):
+      return {k: ({f: tuple(v) for f, v in node[k].items()} if k == 'remainder_slices'
+                  else fix(node[k])) for k in node}
+    return node
+
+  iterator.set_state(fix(state))
+
+
 def eval_batches(corpus: Corpus, cfg: DataConfig, process_index: int = 0,
                  process_count: int = 1, max_batches: int = -1) -> list[dict]:
   """The held-out split once, in order, as {'batch', 'stats'} items like training's;
