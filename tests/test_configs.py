@@ -51,6 +51,12 @@ def test_head_dim_defaults_to_width_over_heads():
      r'config.data.global_batch_size=6 is not divisible by the data-parallel size 4'),
     (dict(data__seq_len=1024), r'config.data.seq_len=1024 exceeds model.max_len=256'),
     (dict(model__dropout=1.5), r'config.model.dropout=1.5 must be in \[0, 1\)'),
+    (dict(model__vocab_size=100), r"config.model.vocab_size=100 is smaller than the vocabulary "
+                                  r"of data.tokenizer='byte' \(257 tokens\)"),
+    (dict(data__tokenizer='sentencepiece:/no/sp.model'),
+     r'config.data: tokenizer file not found: /no/sp.model'),
+    (dict(data__source='http://x'), r"config.data: unknown data source 'http://x'"),
+    (dict(data__packing='greedy'), r"config.data.packing: unknown option 'greedy'"),
 ])
 def test_invalid_config_is_reported_by_field(overrides, message):
   config = _config(**overrides)
