@@ -35,6 +35,7 @@ def get_config(variant: str = ''):
   config.train.steps = 500
   config.train.log_every = 25
   config.train.eval_every = 250
+  config.checkpoint.every_steps = 100  # plus steps 1, 2, 4, ... and the last
   if variant == 'tiny':  # seconds on a CPU: for smoke tests
     config.model.d_model = 32
     config.model.num_layers = 2

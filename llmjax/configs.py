@@ -13,7 +13,8 @@ import typing
 
 from ml_collections import config_dict
 
-from llmjax import optim, sharding
+from llmjax import checkpoint, optim, sharding
+from llmjax.checkpoint import NONFINITE_POLICIES, CheckpointConfig
 from llmjax.data import pipeline, sources
 from llmjax.metrics import MetricsConfig
 from llmjax.model import config as model_config
@@ -36,9 +37,13 @@ class Experiment:
   train: TrainConfig
   mesh: MeshConfig
   metrics: MetricsConfig
+  checkpoint: CheckpointConfig
+  init_from: str = ''  # warm start from another run's checkpoint: WORKDIR[:STEP]
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Experiment)}
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Experiment)
+            if dataclasses.is_dataclass(f.type)}
+TOP_LEVEL = {'init_from': str}
 
 
 def defaults() -> config_dict.ConfigDict:
@@ -55,15 +60,20 @@ def defaults() -> config_dict.ConfigDict:
   for name, cls in SECTIONS.items():
     if name != 'model':
       config[name] = config_dict.ConfigDict(dataclasses.asdict(cls()))
+  config.init_from = ''
   return config
 
 
 def build(config: config_dict.ConfigDict, num_devices: int) -> Experiment:
   """Validates `config` for a run on `num_devices` and unpacks it; raises ConfigError."""
   errors: list[str] = []
-  unknown = set(config.keys()) - set(SECTIONS)
+  unknown = set(config.keys()) - set(SECTIONS) - set(TOP_LEVEL)
   for key in sorted(unknown):
-    errors.append(_unknown('config', key, SECTIONS))
+    errors.append(_unknown('config', key, [*SECTIONS, *TOP_LEVEL]))
+  top = {key: config.get(key, '') for key in TOP_LEVEL}
+  for key, value in top.items():
+    if not isinstance(value, TOP_LEVEL[key]):
+      errors.append(f'config.{key}: expected {TOP_LEVEL[key].__name__}, got {value!r}')
   sections = {}
   for name, cls in SECTIONS.items():
     values = dict(config.get(name) or {})
@@ -72,7 +82,7 @@ def build(config: config_dict.ConfigDict, num_devices: int) -> Experiment:
     sections[name] = _build_section(name, cls, values, errors)
   if errors:
     raise ConfigError('\n'.join(errors))
-  exp = Experiment(**sections)
+  exp = Experiment(**sections, **top)
   _check_semantics(exp, num_devices, errors)
   if errors:
     raise ConfigError('\n'.join(errors))
@@ -190,6 +200,9 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
   if d.seq_len > m.max_len:
     errors.append(f'config.data.seq_len={d.seq_len} exceeds model.max_len={m.max_len}')
   _choice(errors, 'data.packing', d.packing, pipeline.PACKINGS)
+  _choice(errors, 'checkpoint.nonfinite', exp.checkpoint.nonfinite, NONFINITE_POLICIES)
+  if exp.checkpoint.keep_last < 1:
+    errors.append(f'config.checkpoint.keep_last={exp.checkpoint.keep_last} must be at least 1')
   _check_tokenizer(m, d, errors)
   if not 0.0 < d.eval_fraction < 0.5:
     errors.append(f'config.data.eval_fraction={d.eval_fraction} must be in (0, 0.5)')
@@ -200,6 +213,11 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
     errors.append(f'config.optim.no_decay_groups: unknown groups {sorted(unknown_groups)}; '
                   f'known: {", ".join(parametrization.GROUPS)}')
   _check_mesh(exp, num_devices, errors)
+  if exp.init_from:
+    try:
+      checkpoint.find_step(exp.init_from)
+    except FileNotFoundError as e:
+      errors.append(f'config.init_from: {e}')
 
 
 def _check_tokenizer(m: ModelConfig, d: pipeline.DataConfig, errors: list[str]) -> None:

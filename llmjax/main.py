@@ -1,6 +1,7 @@
 """Command line: python -m llmjax.main --config experiments/base.py [--config.a.b=v] [--workdir DIR]."""
 
 import datetime
+import json
 import pathlib
 import sys
 
@@ -21,6 +22,21 @@ def _default_workdir(config_path: str) -> pathlib.Path:
   return pathlib.Path('runs') / f'{pathlib.Path(config_path).stem}-{stamp}'
 
 
+def _resume_problem(workdir: pathlib.Path, resolved: dict) -> str | None:
+  """Why `workdir` cannot take this run, if it cannot: a run there without
+  checkpoints, or checkpoints of a different model or data."""
+  if not (workdir / 'metrics.jsonl').exists():
+    return None
+  if not any((workdir / 'checkpoints').glob('[0-9]*')):
+    return f'{workdir} already holds a run without checkpoints; choose another --workdir'
+  saved = json.loads((workdir / 'config.json').read_text())
+  for section in ('model', 'data'):
+    if saved.get(section) != resolved[section]:
+      return (f'{workdir} holds checkpoints of a different config.{section}; resume with the '
+              f'same {section} settings or choose another --workdir')
+  return None
+
+
 def main(argv):
   del argv
   if _CONFIG.value is None:
@@ -31,9 +47,9 @@ def main(argv):
     print(f'llmjax: invalid config:\n{e}', file=sys.stderr)
     sys.exit(2)
   workdir = pathlib.Path(_WORKDIR.value or _default_workdir(flags.FLAGS['config'].config_filename))
-  if (workdir / 'metrics.jsonl').exists():
-    print(f'llmjax: {workdir} already holds a run (metrics.jsonl); choose another --workdir',
-          file=sys.stderr)
+  problem = _resume_problem(workdir, configs.as_dict(exp))
+  if problem:
+    print(f'llmjax: {problem}', file=sys.stderr)
     sys.exit(2)
   print(f'llmjax: workdir {workdir}')
   try:
@@ -41,6 +57,9 @@ def main(argv):
   except DataError as e:  # raised while opening the data, before the workdir exists
     print(f'llmjax: bad data input: {e}', file=sys.stderr)
     sys.exit(2)
+  except FloatingPointError as e:  # the non-finite policy halted the run
+    print(f'llmjax: halted: {e}', file=sys.stderr)
+    sys.exit(3)
 
 
 if __name__ == '__main__':

@@ -25,12 +25,20 @@ class MetricsConfig:
 class MetricsWriter:
   """Writes each logged step to every enabled sink."""
 
-  def __init__(self, cfg: MetricsConfig, workdir: pathlib.Path, run_config: dict):
+  def __init__(self, cfg: MetricsConfig, workdir: pathlib.Path, run_config: dict,
+               after_step: int = 0):
+    """Appends to the workdir's metrics.jsonl; records past `after_step` (work lost
+    after the checkpoint a run resumes from) are dropped first."""
     self.enabled = jax.process_index() == 0
     self._jsonl = self._tb = self._wandb = None
     if not self.enabled:
       return
-    self._jsonl = open(workdir / 'metrics.jsonl', 'a', encoding='utf-8')
+    path = workdir / 'metrics.jsonl'
+    if path.exists():
+      kept = [line for line in path.read_text(encoding='utf-8').splitlines()
+              if line.strip() and json.loads(line)['step'] <= after_step]
+      path.write_text(''.join(line + '\n' for line in kept), encoding='utf-8')
+    self._jsonl = open(path, 'a', encoding='utf-8')
     if cfg.tensorboard:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(str(workdir / 'tensorboard'))

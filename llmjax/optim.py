@@ -94,4 +94,12 @@ def make(cfg: OptimConfig, model_cfg: ModelConfig,
   else:
     raise ValueError(f'unknown optimizer {cfg.name!r}; known: {", ".join(OPTIMIZERS)}')
   clip = optax.clip_by_global_norm(cfg.clip_norm) if cfg.clip_norm > 0 else optax.identity()
-  return optax.chain(clip, base, scale_by_group_lr(model_cfg)), lr
+  tx = optax.chain(clip, base, scale_by_group_lr(model_cfg))
+  # A step with non-finite gradients leaves parameters and moments untouched; the
+  # training loop decides whether that halts the run or is counted and skipped.
+  return optax.apply_if_finite(tx, max_consecutive_errors=2**31 - 1), lr
+
+
+def nonfinite_counts(opt_state) -> tuple[jax.Array, jax.Array]:
+  """(consecutive, total) steps whose update was dropped for non-finite gradients."""
+  return opt_state.notfinite_count, opt_state.total_notfinite

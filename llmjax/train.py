@@ -5,6 +5,9 @@ import functools
 import json
 import math
 import pathlib
+import signal
+import sys
+import threading
 import time
 import typing
 
@@ -14,7 +17,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from llmjax import flops, generate, metrics, optim, sharding
+from llmjax import checkpoint, flops, generate, metrics, optim, sharding
 from llmjax.data import pipeline
 from llmjax.data.sources import Corpus
 from llmjax.model.config import ModelConfig
@@ -36,6 +39,7 @@ class TrainConfig:
   sample_prompt: str = 'def '  # prompt of the text sample printed at the end
   sample_tokens: int = 200  # length of that sample; 0 disables it
   sample_temperature: float = 0.8
+  inject_nan_at_step: int = -1  # testing the non-finite policy: NaN loss at this step
 
 
 @jax.tree_util.register_dataclass
@@ -55,13 +59,19 @@ def init_state(model_cfg: ModelConfig, tx: optax.GradientTransformation,
                     rng=jax.random.key_data(jax.random.key(seed + 1)))
 
 
+def abstract_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
+                   mesh: jax.sharding.Mesh, rules: sharding.Rules):
+  """(graphdef, shapes and dtypes of the state, its shardings); allocates nothing."""
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(0))))
+  abstract = jax.eval_shape(functools.partial(init_state, model_cfg, tx, seed))
+  return graphdef, abstract, sharding.param_shardings(abstract, mesh, rules)
+
+
 def create_sharded_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
                          mesh: jax.sharding.Mesh, rules: sharding.Rules):
   """(graphdef, state, state shardings): parameters and optimizer state created
   directly in their sharded layout; no full copy ever sits on one device."""
-  graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(0))))
-  abstract = jax.eval_shape(functools.partial(init_state, model_cfg, tx, seed))
-  shardings = sharding.param_shardings(abstract, mesh, rules)
+  graphdef, _, shardings = abstract_state(model_cfg, tx, seed, mesh, rules)
   state = jax.jit(functools.partial(init_state, model_cfg, tx, seed), out_shardings=shardings)()
   return graphdef, state, shardings
 
@@ -82,11 +92,13 @@ def _microbatches(batch: dict, num: int) -> dict:
 
 
 def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef,
-               tx: optax.GradientTransformation, num_microbatches: int,
-               z_loss: float) -> tuple[TrainState, dict]:
+               tx: optax.GradientTransformation, num_microbatches: int, z_loss: float,
+               inject_nan_at_step: int = -1) -> tuple[TrainState, dict]:
   """One optimizer step on a global batch; pure, so it can be jitted and sharded."""
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   total_weight = jnp.maximum(batch['weights'].sum(), 1.0)
+  if inject_nan_at_step >= 0:
+    total_weight = jnp.where(state.step + 1 == inject_nan_at_step, jnp.nan, total_weight)
 
   def loss_fn(params, micro, key):
     model = nnx.merge(graphdef, params)
@@ -110,7 +122,10 @@ def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef,
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=state.rng)
+  consecutive, total = optim.nonfinite_counts(opt_state)
   step_metrics = {
+      'skipped_steps': total,
+      'consecutive_skipped_steps': consecutive,
       'loss': nll / total_weight,
       'z_loss': zl / total_weight,
       'grad_norm': optax.global_norm(grads),
@@ -150,31 +165,50 @@ def evaluate(eval_fn, params, batches: list[dict], data_sharding) -> dict[str, f
 
 
 def run(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict) -> dict[str, float]:
-  """Trains `exp` and writes everything into `workdir`; returns the final metrics."""
+  """Trains `exp` in `workdir`, resuming from its newest usable checkpoint; returns the
+  last metrics."""
   mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor)
   rules = exp.mesh.rules
   data = pipeline.load(exp.data)
   workdir.mkdir(parents=True, exist_ok=True)
+  resolved_config = {**resolved_config, 'data_fingerprint': data.fingerprint,
+                     'data_info': data.info}
   if jax.process_index() == 0:
-    resolved_config = {**resolved_config, 'data_fingerprint': data.fingerprint,
-                       'data_info': data.info}
     (workdir / 'config.json').write_text(json.dumps(resolved_config, indent=2) + '\n')
 
   tx, lr_schedule = optim.make(exp.optim, exp.model, exp.train.steps)
+  ckpt = checkpoint.Checkpointer(workdir, exp.checkpoint, exp.train.steps)
   with sharding.activation_rules(mesh, rules):
-    graphdef, state, state_shardings = create_sharded_state(exp.model, tx, exp.train.seed, mesh,
-                                                            rules)
+    graphdef, abstract, state_shardings = abstract_state(exp.model, tx, exp.train.seed, mesh,
+                                                         rules)
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, state_shardings)
+    restored = ckpt.restore_latest(target)
+    if restored is None:
+      state = jax.jit(functools.partial(init_state, exp.model, tx, exp.train.seed),
+                      out_shardings=state_shardings)()
+      if exp.init_from:  # warm start: another run's parameters, fresh optimizer and data
+        params, source = checkpoint.restore_params(exp.init_from, target)
+        state = dataclasses.replace(state, params=params)
+        print(f'llmjax: parameters initialized from {source}')
+    else:
+      state = restored[1]
+      print(f'llmjax: resuming from {ckpt.directory / str(restored[0])}')
     batch_sharding = sharding.data_sharding(mesh, rules)
     # Compiled once here with explicit shardings; the old state's buffers are donated.
     step_fn = jax.jit(
         functools.partial(train_step, graphdef=graphdef, tx=tx,
-                          num_microbatches=exp.train.microbatches, z_loss=exp.train.z_loss),
+                          num_microbatches=exp.train.microbatches, z_loss=exp.train.z_loss,
+                          inject_nan_at_step=exp.train.inject_nan_at_step),
         in_shardings=(state_shardings, batch_sharding),
         out_shardings=(state_shardings, None), donate_argnums=0)
     eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef),
                       in_shardings=(state_shardings.params, batch_sharding))
-    return _loop(exp, workdir, resolved_config, data, state, step_fn, eval_fn, lr_schedule,
-                 batch_sharding, graphdef)
+    try:
+      return _loop(exp, workdir, resolved_config, data, state, step_fn, eval_fn, lr_schedule,
+                   batch_sharding, graphdef, ckpt, restored[2] if restored else None)
+    finally:
+      ckpt.close()
 
 
 class _Throughput:
@@ -196,15 +230,52 @@ class _Throughput:
     return self.tokens_per_step / step_time, step_time
 
 
+class _Preemption:
+  """Turns SIGTERM/SIGINT into a flag the loop checks after each step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = {}
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    self.requested = True
+    print(f'llmjax: received {signal.Signals(signum).name}; saving after this step',
+          file=sys.stderr)
+
+  def restore(self) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _check_finite(unchecked: list, policy: checkpoint.CheckpointConfig) -> None:
+  """Fetches the losses of the steps since the last check; halts per the policy."""
+  for step, loss, consecutive in jax.device_get(unchecked):
+    if math.isfinite(float(loss)):
+      continue
+    if policy.nonfinite == 'halt':
+      raise FloatingPointError(f'non-finite training loss {float(loss)} at step {step}; '
+                               f'nothing after the last good checkpoint was saved')
+    if consecutive >= policy.max_consecutive_skips:
+      raise FloatingPointError(f'{int(consecutive)} non-finite steps in a row, the last at '
+                               f'step {step}; halting')
+  unchecked.clear()
+
+
 def _loop(exp, workdir, resolved_config, data: Corpus, state, step_fn, eval_fn, lr_schedule,
-          batch_sharding, graphdef) -> dict[str, float]:
+          batch_sharding, graphdef, ckpt: checkpoint.Checkpointer,
+          data_state: dict | None) -> dict[str, float]:
   cfg, dcfg = exp.train, exp.data
+  start_step = int(state.step)
   tokens_per_step = dcfg.global_batch_size * dcfg.seq_len
   flops_per_tok = flops.flops_per_token(exp.model, dcfg.seq_len)
   peak, peak_source = flops.peak_flops_per_device(exp.metrics.peak_flops_per_device)
   peak_total = peak * jax.device_count()
-  writer = metrics.MetricsWriter(exp.metrics, workdir, resolved_config)
-  progress = metrics.Progress(0, cfg.steps)
+  writer = metrics.MetricsWriter(exp.metrics, workdir, resolved_config, after_step=start_step)
+  progress = metrics.Progress(start_step, cfg.steps)
   progress.write(f'llmjax: {flops.param_counts(exp.model)["total"]:,} parameters, '
                  f'{flops_per_tok / 1e6:.2f} MFLOPs/token, peak {peak / 1e9:.0f} GFLOP/s '
                  f'per device ({peak_source}), {jax.device_count()} device(s), '
@@ -212,14 +283,16 @@ def _loop(exp, workdir, resolved_config, data: Corpus, state, step_fn, eval_fn, 
   throughput = _Throughput(tokens_per_step)
   train_batches = iter(pipeline.train_dataset(data, dcfg, jax.process_index(),
                                               jax.process_count()))
-  eval_rows = pipeline.eval_batches(data, dcfg, jax.process_index(), jax.process_count())
   counts = {'tokens_seen': 0, 'unique_tokens_seen': 0, 'epoch': 0}  # exact, global
+  if data_state is not None:
+    pipeline.restore_state(train_batches, data_state['iterator'])
+    counts = data_state['counts']
+  eval_rows = pipeline.eval_batches(data, dcfg, jax.process_index(), jax.process_count())
+  preemption = _Preemption()
 
   def log(pending) -> dict[str, float]:
     step, device_metrics, data_counts = pending
     values = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-    if not math.isfinite(values['loss']):
-      raise FloatingPointError(f'non-finite training loss {values["loss"]} at step {step}')
     tokens_per_s, step_time = throughput.measure(step)
     values.update({
         'lr': float(lr_schedule(step - 1)),
@@ -242,27 +315,52 @@ def _loop(exp, workdir, resolved_config, data: Corpus, state, step_fn, eval_fn, 
     throughput.reset(step)
     return values
 
+  def save(step: int) -> None:
+    _check_finite(unchecked, exp.checkpoint)  # never save after a non-finite step
+    data_state = {'iterator': train_batches.get_state(), 'counts': dict(counts)}
+    blocked = ckpt.save(step, state, data_state, resolved_config)
+    writer.write(step, {'checkpoint/save_blocking_s': blocked})
+    throughput.reset(step)
+
   pending = None  # (step, metrics still on device, data counts): fetched a step later
+  unchecked = []  # (step, loss, consecutive skips) on device, not yet checked for NaN
   last: dict[str, float] = {}
-  for step in range(cfg.steps):
-    item = next(train_batches)
-    state, step_metrics = step_fn(state, device_batch(item['batch'], batch_sharding))
-    counts['tokens_seen'] += item['stats']['tokens']
-    counts['unique_tokens_seen'] += item['stats']['unique_tokens']
-    counts['epoch'] = item['stats']['epoch']
-    done = step + 1
-    if step == 0:  # the first step compiles; throughput counts from its end
-      jax.block_until_ready(step_metrics)
-      throughput.reset(done)
-    if pending is not None:
-      last, pending = log(pending), None
-    if done % cfg.log_every == 0 or done == cfg.steps:
-      pending = (done, step_metrics, dict(counts))
-    if done % cfg.eval_every == 0 or done == cfg.steps:
+  try:
+    for step in range(start_step, cfg.steps):
+      item = next(train_batches)
+      state, step_metrics = step_fn(state, device_batch(item['batch'], batch_sharding))
+      counts['tokens_seen'] += item['stats']['tokens']
+      counts['unique_tokens_seen'] += item['stats']['unique_tokens']
+      counts['epoch'] = item['stats']['epoch']
+      done = step + 1
+      unchecked.append((done, step_metrics['loss'], step_metrics['consecutive_skipped_steps']))
+      if step == start_step:  # the first step compiles; throughput counts from its end
+        jax.block_until_ready(step_metrics)
+        throughput.reset(done)
       if pending is not None:
         last, pending = log(pending), None
-      last.update(run_eval(done, -1 if done == cfg.steps else cfg.eval_batches))
-  progress.close()
+      if done % cfg.log_every == 0 or done == cfg.steps:
+        pending = (done, step_metrics, dict(counts))
+        _check_finite(unchecked, exp.checkpoint)
+      if done % cfg.eval_every == 0 or done == cfg.steps:
+        if pending is not None:
+          last, pending = log(pending), None
+        last.update(run_eval(done, -1 if done == cfg.steps else cfg.eval_batches))
+      if preemption.requested or ckpt.reached_preemption(done):
+        save(done)
+        ckpt.wait()
+        print(f'llmjax: preempted; checkpoint of step {done} saved in {ckpt.directory}; '
+              f'run the same command to resume')
+        return last
+      if ckpt.due(done, cfg.steps):
+        save(done)
+  finally:
+    preemption.restore()
+    progress.close()
+  if start_step >= cfg.steps:
+    print(f'llmjax: the run in {workdir} is already complete ({cfg.steps} steps)')
+    writer.close()
+    return last
   print(f'step {cfg.steps}: train loss {last["loss"]:.4f}, eval loss {last["eval/loss"]:.4f} '
         f'nats/token, {last["eval/bits_per_byte"]:.4f} bits/byte')
   if cfg.sample_tokens > 0 and jax.process_index() == 0:

@@ -82,7 +82,8 @@ def test_state_is_created_sharded():
   wq = state.params['blocks']['attn']['wq'].get_value()
   assert wq.sharding.spec == GOLDEN_SPECS['blocks.attn.wq']
   assert wq.addressable_shards[0].data.shape == (2, 16, 2, 16)  # D/4, N/2
-  mu = state.opt_state[1][0].mu['blocks']['attn']['wq'].get_value()
+  adam = state.opt_state.inner_state[1][0]  # apply_if_finite(chain(clip, adamw, ...))
+  mu = adam.mu['blocks']['attn']['wq'].get_value()
   assert mu.sharding.spec == wq.sharding.spec  # Adam moments follow their parameter
 
 

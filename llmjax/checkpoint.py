@@ -1,0 +1,155 @@
+"""Checkpoints with orbax: what to save, when, what to keep, and how to resume.
+
+A checkpoint step holds three items: `state` (parameters, optimizer state, step,
+RNG: arrays only, restored straight into the target mesh's shardings), `data`
+(the grain iterator state and the exact token counters, JSON) and `config`
+(the resolved experiment, JSON). Nothing is pickled, so loading runs no code.
+
+Saves are asynchronous: the step loop continues while orbax writes, and orbax
+finalizes a step atomically (a half-written step is never listed and is
+removed). Restore tries the newest step first and falls back to older ones if
+it cannot be read or holds non-finite values.
+"""
+
+import dataclasses
+import pathlib
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+NONFINITE_POLICIES = ('halt', 'skip')
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+  every_steps: int = 0  # save every N steps; 0: only by time, at the end and on preemption
+  every_minutes: float = 0.0  # also save when this long has passed since the last save
+  keep_last: int = 3  # newest checkpoints kept
+  keep_log_spaced: bool = True  # also keep steps 1, 2, 4, 8, ... forever (Pythia style)
+  keep_every: int = 0  # also keep every M-th step forever; 0: none
+  nonfinite: str = 'halt'  # halt: stop at a non-finite loss | skip: drop that update
+  max_consecutive_skips: int = 5  # with skip: halt after this many in a row
+
+
+def log_spaced_steps(up_to: int) -> list[int]:
+  steps, s = [], 1
+  while s <= up_to:
+    steps.append(s)
+    s *= 2
+  return steps
+
+
+class Checkpointer:
+  """One orbax CheckpointManager for a workdir, with llmjax's save and keep policy."""
+
+  def __init__(self, workdir: pathlib.Path, cfg: CheckpointConfig, total_steps: int):
+    self.cfg = cfg
+    self.directory = pathlib.Path(workdir).resolve() / 'checkpoints'
+    keep = [checkpoint_managers.LatestN(cfg.keep_last)]
+    if cfg.keep_log_spaced:
+      keep.append(checkpoint_managers.CustomSteps(log_spaced_steps(total_steps)))
+    if cfg.keep_every > 0:
+      keep.append(checkpoint_managers.EveryNSteps(cfg.keep_every))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=checkpoint_managers.AnyPreservationPolicy(keep),
+        enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=('state', 'data', 'config'))
+    self._last_save_time = time.monotonic()
+
+  def due(self, step: int, total_steps: int) -> bool:
+    """Whether the policy asks for a save after `step`."""
+    if step == total_steps:
+      return True
+    if self.cfg.every_steps and step % self.cfg.every_steps == 0:
+      return True
+    if self.cfg.keep_log_spaced and step in log_spaced_steps(total_steps):
+      return True
+    if self.cfg.keep_every and step % self.cfg.keep_every == 0:
+      return True
+    minutes = (time.monotonic() - self._last_save_time) / 60
+    return bool(self.cfg.every_minutes) and minutes >= self.cfg.every_minutes
+
+  def save(self, step: int, state, data_state: dict, config: dict) -> float:
+    """Starts an asynchronous save; returns the seconds the caller was blocked.
+
+    A failed write (full disk, permissions) is reported and training goes on:
+    the state in memory is intact and earlier checkpoints are untouched.
+    """
+    start = time.perf_counter()
+    try:
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
+          config=ocp.args.JsonSave(config)), force=True)
+    except Exception as e:  # noqa: BLE001 - any write error must not kill the run
+      print(f'llmjax: checkpoint save at step {step} to {self.directory} failed: {e!r}',
+            file=sys.stderr)
+    self._last_save_time = time.monotonic()
+    return time.perf_counter() - start
+
+  def reached_preemption(self, step: int) -> bool:
+    """Multi-host: JAX's preemption sync point, so all processes save the same step."""
+    return jax.process_count() > 1 and self.manager.reached_preemption(step)
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def restore_latest(self, abstract_state):
+    """(step, state, data_state) of the newest readable, finite checkpoint, or None.
+
+    `abstract_state` gives shapes, dtypes and target shardings: a checkpoint
+    written on any mesh is restored directly into this run's layout.
+    """
+    for step in reversed(self.steps()):
+      try:
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        if not _all_finite(restored['state']):
+          raise ValueError('it holds non-finite values')
+        return step, restored['state'], restored['data']
+      except Exception as e:  # noqa: BLE001 - any unreadable step: fall back to an older one
+        print(f'llmjax: WARNING: checkpoint {self.directory / str(step)} is unusable '
+              f'({type(e).__name__}: {str(e)[:300]}); trying an older one', file=sys.stderr)
+    return None
+
+
+def restore_params(spec: str, abstract_state):
+  """Parameters of another run's checkpoint, for a warm start: `spec` is that run's
+  workdir (or its checkpoints folder), optionally with `:STEP` (default: newest).
+
+  The other run must have the same model; its optimizer state is not used.
+  """
+  source = find_step(spec)
+  restored = ocp.StandardCheckpointer().restore(source / 'state', abstract_state)
+  return restored.params, source
+
+
+def find_step(spec: str) -> pathlib.Path:
+  """The checkpoint step folder named by 'WORKDIR[:STEP]'; errors say what is there."""
+  path, _, step = spec.rpartition(':') if spec.rpartition(':')[2].isdigit() else (spec, '', '')
+  folder = pathlib.Path(path).expanduser().resolve()
+  folder = folder / 'checkpoints' if (folder / 'checkpoints').is_dir() else folder
+  steps = sorted(int(p.name) for p in folder.glob('[0-9]*') if p.name.isdigit())
+  if not steps:
+    raise FileNotFoundError(f'no checkpoints in {folder}')
+  chosen = int(step) if step else steps[-1]
+  if chosen not in steps:
+    raise FileNotFoundError(f'{folder} has no step {chosen}; it has {steps}')
+  return folder / str(chosen)
+
+
+def _all_finite(tree) -> bool:
+  leaves = [x for x in jax.tree.leaves(tree) if jax.numpy.issubdtype(x.dtype, np.floating)]
+  return all(bool(jax.numpy.isfinite(x).all()) for x in leaves)
+
