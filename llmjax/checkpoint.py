@@ -7,11 +7,15 @@ RNG: arrays only, restored straight into the target mesh's shardings), `data`
 
 Saves are asynchronous: the step loop continues while orbax writes, and orbax
 finalizes a step atomically (a half-written step is never listed and is
-removed). Restore tries the newest step first and falls back to older ones if
-it cannot be read or holds non-finite values.
+removed). Once a save has finished, the SHA-256 of each of its files is
+recorded in `WORKDIR/checkpoint_checksums/`. Restore tries the newest step
+first and falls back to older ones if its files no longer match their hashes,
+it cannot be read, or it holds non-finite values.
 """
 
 import dataclasses
+import hashlib
+import json
 import pathlib
 import sys
 import time
@@ -31,6 +35,7 @@ class CheckpointConfig:
   keep_last: int = 3  # newest checkpoints kept
   keep_log_spaced: bool = True  # also keep steps 1, 2, 4, 8, ... forever (Pythia style)
   keep_every: int = 0  # also keep every M-th step forever; 0: none
+  checksums: bool = True  # record each finished step's SHA-256s; verify them on restore
   nonfinite: str = 'halt'  # halt: stop at a non-finite loss | skip: drop that update
   max_consecutive_skips: int = 5  # with skip: halt after this many in a row
 
@@ -59,6 +64,8 @@ class Checkpointer:
         enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=('state', 'data', 'config'))
+    self._checksums = pathlib.Path(workdir).resolve() / 'checkpoint_checksums'
+    self._unrecorded: list[int] = []  # saved steps whose files are not hashed yet
     self._last_save_time = time.monotonic()
 
   def due(self, step: int, total_steps: int) -> bool:
@@ -81,6 +88,7 @@ class Checkpointer:
     the state in memory is intact and earlier checkpoints are untouched.
     """
     start = time.perf_counter()
+    self._record_checksums()  # of the previous save, which orbax has finished by now
     try:
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
@@ -88,6 +96,7 @@ class Checkpointer:
     except Exception as e:  # noqa: BLE001 - any write error must not kill the run
       print(f'llmjax: checkpoint save at step {step} to {self.directory} failed: {e!r}',
             file=sys.stderr)
+    self._unrecorded.append(step)
     self._last_save_time = time.monotonic()
     return time.perf_counter() - start
 
@@ -97,10 +106,34 @@ class Checkpointer:
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
+    self._record_checksums()
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
+    self.wait()
     self.manager.close()
+
+  def _record_checksums(self) -> None:
+    """Hashes the files of finished saves (orbax writes them in the background, so
+    this waits for it) and forgets the hashes of steps the keep policy deleted."""
+    if not self.cfg.checksums or jax.process_index() != 0:
+      return
+    self.manager.wait_until_finished()
+    self._checksums.mkdir(exist_ok=True)
+    for step in self._unrecorded:
+      if (self.directory / str(step)).is_dir():
+        record = self._checksums / f'{step}.json'
+        record.write_text(json.dumps(_file_hashes(self.directory / str(step)), indent=1))
+    self._unrecorded.clear()
+    kept = {str(s) for s in self.manager.all_steps()}
+    for record in self._checksums.glob('*.json'):
+      if record.stem not in kept:
+        record.unlink()
+
+  def _verify(self, step: int) -> None:
+    record = self._checksums / f'{step}.json'
+    if self.cfg.checksums and record.exists():
+      if json.loads(record.read_text()) != _file_hashes(self.directory / str(step)):
+        raise ValueError('its files differ from the SHA-256 recorded when it was saved')
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -113,6 +146,7 @@ class Checkpointer:
     """
     for step in reversed(self.steps()):
       try:
+        self._verify(step)
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
         if not _all_finite(restored['state']):
@@ -147,6 +181,11 @@ def find_step(spec: str) -> pathlib.Path:
   if chosen not in steps:
     raise FileNotFoundError(f'{folder} has no step {chosen}; it has {steps}')
   return folder / str(chosen)
+
+
+def _file_hashes(folder: pathlib.Path) -> dict[str, str]:
+  return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted(folder.rglob('*')) if p.is_file()}
 
 
 def _all_finite(tree) -> bool:

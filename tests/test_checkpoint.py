@@ -139,6 +139,23 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path):
   assert f'resuming from {workdir.resolve()}/checkpoints/16' in again.stdout
 
 
+def test_altered_checkpoint_file_is_detected_by_its_checksum(tmp_path):
+  workdir = tmp_path / 'run'
+  first = _run(workdir, '--config.train.steps=20')
+  assert first.returncode == 0, first.stderr[-2000:]
+  assert sorted(p.stem for p in (workdir / 'checkpoint_checksums').glob('*.json')) == sorted(
+      str(s) for s in _checkpoint_steps(workdir))
+  victim = max((f for f in (workdir / 'checkpoints' / '20' / 'state').rglob('*') if f.is_file()),
+               key=lambda f: f.stat().st_size)
+  data = bytearray(victim.read_bytes())
+  data[len(data) // 2] ^= 0xFF  # one flipped byte, same size
+  victim.write_bytes(bytes(data))
+  again = _run(workdir, '--config.train.steps=21')
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert 'differ from the SHA-256 recorded' in again.stderr
+  assert f'resuming from {workdir.resolve()}/checkpoints/16' in again.stdout
+
+
 def test_nan_halts_without_saving_it(tmp_path):
   workdir = tmp_path / 'run'
   proc = _run(workdir, '--config.train.steps=20', '--config.checkpoint.every_steps=5',
