@@ -112,8 +112,11 @@ def _resolve_model(values: dict, errors: list[str]) -> dict:
     else:
       base = dict(model_config.PRESETS[preset])
   merged = {**base, **explicit}
-  if 'head_dim' not in merged and merged.get('d_model') and merged.get('num_heads'):
-    merged['head_dim'] = merged['d_model'] // merged['num_heads']
+  if 'head_dim' not in merged:
+    d_model = merged.get('d_model', ModelConfig.d_model)
+    num_heads = merged.get('num_heads', ModelConfig.num_heads)
+    if isinstance(d_model, int) and isinstance(num_heads, int) and num_heads > 0:
+      merged['head_dim'] = d_model // num_heads
   return merged
 
 

@@ -40,12 +40,16 @@ class _Field:
     return self._source[index][self._key]
 
 
+def _unknown_source(source: str) -> str:
+  return (f'unknown data source {source!r}; use pystdlib, files:GLOB, '
+          f'tfds:NAME[/CONFIG][:VERSION] or synthetic:KEY=VALUE,...')
+
+
 def vocab_size(source: str, tokenizer: str) -> int:
   """Token ids the data can produce (cheap: reads at most a tokenizer file)."""
   kind, _, arg = source.partition(':')
   if kind not in KINDS:
-    raise ValueError(f'unknown data source {source!r}; use pystdlib, files:GLOB, '
-                     f'tfds:NAME[/CONFIG][:VERSION] or synthetic:KEY=VALUE,...')
+    raise ValueError(_unknown_source(source))
   if kind == 'synthetic':
     return synthetic.parse_spec(arg).vocab + 1
   return tokenizers.load(tokenizer).vocab_size
@@ -83,8 +87,7 @@ def _open(cfg) -> Corpus:
   elif kind == 'tfds' and arg:
     train, held_out, fingerprint = _tfds(arg, cfg)
   else:
-    raise ValueError(f'unknown data source {cfg.source!r}; use pystdlib, files:GLOB, '
-                     f'tfds:NAME[/CONFIG][:VERSION] or synthetic:KEY=VALUE,...')
+    raise ValueError(_unknown_source(cfg.source))
   return Corpus(train, held_out, tokenizer, fingerprint)
 
 
