@@ -1,7 +1,6 @@
 """Checkpoints: exact resume after SIGKILL, SIGTERM, resharding, corruption, NaN, keep policy."""
 
 import json
-import os
 import pathlib
 import random
 import signal
@@ -64,14 +63,15 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
   assert got == expected  # bitwise: the JSON floats are exact
 
 
-def test_sigterm_saves_exits_cleanly_and_resumes(tmp_path):
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
+def test_preemption_signal_saves_exits_cleanly_and_resumes(tmp_path, sig):
   workdir = tmp_path / 'run'
   proc = _start(workdir, '--config.train.steps=100000', '--config.checkpoint.keep_log_spaced=False')
   deadline = time.time() + 300
   while time.time() < deadline and not ((workdir / 'metrics.jsonl').exists() and
                                          len(_losses(workdir)) >= 5):
     time.sleep(0.05)
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(sig)
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 0, err[-2000:]
   assert 'preempted' in out
@@ -135,7 +135,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path):
       f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
   again = _run(workdir, '--config.train.steps=22')
   assert again.returncode == 0, again.stderr[-2000:]
-  assert f'checkpoints/20 is unusable' in again.stderr
+  assert 'checkpoints/20 is unusable' in again.stderr
   assert f'resuming from {workdir.resolve()}/checkpoints/16' in again.stdout
 
 
