@@ -125,34 +125,34 @@ def test_checkpoint_from_8_devices_restores_on_1_and_on_2x2x2(tmp_path):
     np.testing.assert_allclose(got_loss, loss, rtol=1e-5)
 
 
-def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path):
+def _truncate_files(folder):
+  for f in folder.rglob('*'):
+    if f.is_file() and f.stat().st_size > 64:
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+
+
+def _flip_one_byte(folder):
+  victim = max((f for f in folder.rglob('*') if f.is_file()), key=lambda f: f.stat().st_size)
+  data = bytearray(victim.read_bytes())
+  data[len(data) // 2] ^= 0xFF  # same size, one byte different
+  victim.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize('damage, message', [
+    (_truncate_files, 'checkpoints/20 is unusable'),
+    (_flip_one_byte, 'differ from the SHA-256 recorded'),
+], ids=['truncated', 'altered'])
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, damage, message):
   workdir = tmp_path / 'run'
   first = _run(workdir, '--config.train.steps=20')
   assert first.returncode == 0, first.stderr[-2000:]
   assert _checkpoint_steps(workdir)[-2:] == [16, 20]
-  for f in (workdir / 'checkpoints' / '20' / 'state').rglob('*'):
-    if f.is_file() and f.stat().st_size > 64:
-      f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
-  again = _run(workdir, '--config.train.steps=22')
-  assert again.returncode == 0, again.stderr[-2000:]
-  assert 'checkpoints/20 is unusable' in again.stderr
-  assert f'resuming from {workdir.resolve()}/checkpoints/16' in again.stdout
-
-
-def test_altered_checkpoint_file_is_detected_by_its_checksum(tmp_path):
-  workdir = tmp_path / 'run'
-  first = _run(workdir, '--config.train.steps=20')
-  assert first.returncode == 0, first.stderr[-2000:]
   assert sorted(p.stem for p in (workdir / 'checkpoint_checksums').glob('*.json')) == sorted(
       str(s) for s in _checkpoint_steps(workdir))
-  victim = max((f for f in (workdir / 'checkpoints' / '20' / 'state').rglob('*') if f.is_file()),
-               key=lambda f: f.stat().st_size)
-  data = bytearray(victim.read_bytes())
-  data[len(data) // 2] ^= 0xFF  # one flipped byte, same size
-  victim.write_bytes(bytes(data))
-  again = _run(workdir, '--config.train.steps=21')
+  damage(workdir / 'checkpoints' / '20' / 'state')
+  again = _run(workdir, '--config.train.steps=22')
   assert again.returncode == 0, again.stderr[-2000:]
-  assert 'differ from the SHA-256 recorded' in again.stderr
+  assert message in again.stderr
   assert f'resuming from {workdir.resolve()}/checkpoints/16' in again.stdout
 
 
