@@ -93,10 +93,10 @@ class Checkpointer:
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
           config=ocp.args.JsonSave(config)), force=True)
+      self._unrecorded.append(step)
     except Exception as e:  # noqa: BLE001 - any write error must not kill the run
       print(f'llmjax: checkpoint save at step {step} to {self.directory} failed: {e!r}',
             file=sys.stderr)
-    self._unrecorded.append(step)
     self._last_save_time = time.monotonic()
     return time.perf_counter() - start
 
@@ -106,7 +106,7 @@ class Checkpointer:
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
-    self._record_checksums()
+    self._record_checksums()  # the save just finished: hash it now
 
   def close(self) -> None:
     self.wait()
@@ -115,7 +115,7 @@ class Checkpointer:
   def _record_checksums(self) -> None:
     """Hashes the files of finished saves (orbax writes them in the background, so
     this waits for it) and forgets the hashes of steps the keep policy deleted."""
-    if not self.cfg.checksums or jax.process_index() != 0:
+    if not self.cfg.checksums or jax.process_index() != 0 or not self._unrecorded:
       return
     self.manager.wait_until_finished()
     self._checksums.mkdir(exist_ok=True)

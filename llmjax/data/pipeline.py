@@ -193,7 +193,7 @@ class _WithEpoch:
 
 
 def load(cfg: DataConfig) -> Corpus:
-  """The corpus of `cfg`, checked against the row length; raises DataError on bad input."""
+  """The corpus of `cfg`, with both splits non-empty; raises DataError on bad input."""
   corpus = open_corpus(cfg)
   if len(corpus.train) == 0 or len(corpus.eval) == 0:
     raise DataError(f'data.source {cfg.source!r}: the train or eval split is empty')
