@@ -1,0 +1,1 @@
+"""Scaling experiments: sweep definitions, the sweep runner, results tables, fits and reports."""
