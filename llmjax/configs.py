@@ -89,6 +89,16 @@ def build(config: config_dict.ConfigDict, num_devices: int) -> Experiment:
   return exp
 
 
+def build_model_config(config: config_dict.ConfigDict) -> ModelConfig:
+  """The resolved ModelConfig of a config (preset and explicit fields), checked on its own;
+  for sweeps that size trials before building whole experiments."""
+  errors: list[str] = []
+  cfg = _build_section('model', ModelConfig, _resolve_model(dict(config.model), errors), errors)
+  if errors:
+    raise ConfigError('\n'.join(errors))
+  return cfg
+
+
 def as_dict(exp: Experiment) -> dict:
   """The resolved experiment, as written to config.json."""
   return dataclasses.asdict(exp)

@@ -68,8 +68,9 @@ def _llama(d_model, num_layers, num_heads, num_kv_heads, mlp_dim, vocab_size=320
       norm_eps=1e-5)
 
 
-def _ladder(d_model, num_layers):
-  """A small modern model for scaling sweeps: head dim 32 or 64, SwiGLU at ~8/3 D."""
+def ladder_shape(d_model: int, num_layers: int) -> dict:
+  """Shape of a modern model for scaling sweeps: head dim 32 (D < 256) or 64, SwiGLU width
+  ~8/3 D rounded up to a multiple of 32."""
   head_dim = 32 if d_model < 256 else 64
   heads = d_model // head_dim
   return dict(d_model=d_model, num_layers=num_layers, num_heads=heads,
@@ -91,7 +92,7 @@ PRESETS = {
     'llama3.2-1b': _llama(2048, 16, 32, 8, 8192, vocab_size=128256, max_len=8192,
                           rope_theta=500_000.0),
     # Ladder for scaling sweeps, named by width x depth.
-    **{f'ladder-{d}x{l}': _ladder(d, l) for d, l in [
+    **{f'ladder-{d}x{l}': ladder_shape(d, l) for d, l in [
         (64, 2), (96, 3), (128, 4), (192, 4), (256, 4), (320, 5), (384, 6),
         (512, 8), (640, 10), (768, 12), (1024, 16), (1536, 20), (2048, 24)]},
 }

@@ -1,0 +1,106 @@
+"""The results table of a sweep, rebuilt from its trial folders at any time.
+
+One row per trial of sweep.json, whatever its state (pending, running, failed, done):
+name, status, N (total and non-embedding parameters), D (training tokens), C (training
+FLOPs by llmjax.flops), the IsoFLOP budget it was made for, final and best held-out
+loss, bits/byte, train loss, steps, wall time, throughput, MFU and provenance (config
+hash, git commit, data fingerprint, JAX versions). Fits read only rows marked done.
+"""
+
+import json
+import math
+import pathlib
+
+import pandas as pd
+
+from llmjax import flops
+from llmjax.model.config import ModelConfig
+from llmjax.scaling import runner
+
+COLUMNS = [
+    'name', 'status', 'N', 'N_nonembedding', 'D', 'C', 'budget', 'eval_loss',
+    'best_eval_loss', 'eval_bits_per_byte', 'train_loss', 'steps', 'steps_done',
+    'wall_time_s', 'tokens_per_s', 'mfu', 'data_optimal_loss', 'error', 'config_hash',
+    'git_commit', 'data_fingerprint', 'jax_version', 'jaxlib_version',
+]
+# Train loss in the table: the mean of the last few logged values, not one noisy batch.
+TRAIN_LOSS_WINDOW = 5
+
+
+def collect(workdir: pathlib.Path) -> pd.DataFrame:
+  """The table of the sweep in `workdir` (one row per trial in sweep.json, in order)."""
+  workdir = pathlib.Path(workdir)
+  manifest_path = workdir / 'sweep.json'
+  if not manifest_path.exists():
+    raise FileNotFoundError(f'{workdir} is not a sweep workdir (no sweep.json); run '
+                            f'python -m llmjax.sweep --config FILE --workdir {workdir}')
+  manifest = json.loads(manifest_path.read_text())
+  rows = [_row(workdir, planned) for planned in manifest['trials']]
+  return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def write(workdir: pathlib.Path) -> pd.DataFrame:
+  """Rebuilds the table and writes results.csv and results.json beside sweep.json."""
+  table = collect(workdir)
+  table.to_csv(pathlib.Path(workdir) / 'results.csv', index=False)
+  table.to_json(pathlib.Path(workdir) / 'results.json', orient='records', indent=2)
+  return table
+
+
+def load(path) -> pd.DataFrame:
+  """A results table from a sweep workdir (rebuilt, and rewritten) or a CSV file."""
+  path = pathlib.Path(path)
+  if path.is_dir():
+    return write(path)
+  if path.suffix == '.csv' and path.is_file():
+    return pd.read_csv(path)
+  raise FileNotFoundError(f'{path}: expected a sweep workdir or a CSV file')
+
+
+def _row(workdir: pathlib.Path, planned: dict) -> dict:
+  """A trial's row: its plan from sweep.json, completed by what its folder holds."""
+  name = planned['name']
+  folder = runner.trial_dir(workdir, name)
+  status = runner.read_status(workdir, name)
+  row = {'name': name, 'status': status['status'], 'N': planned['N'],
+         'N_nonembedding': planned['N_nonembedding'], 'D': planned['D'], 'C': planned['C'],
+         'budget': planned.get('budget', math.nan), 'steps': planned['steps'],
+         'wall_time_s': status.get('wall_time_s', math.nan), 'error': status.get('error', ''),
+         **{k: status.get(k, '') for k in ('config_hash', 'git_commit', 'jax_version',
+                                            'jaxlib_version')}}
+  config_path = folder / 'config.json'
+  if config_path.exists():  # what actually ran: recount from the resolved config
+    config = json.loads(config_path.read_text())
+    model = ModelConfig(**config['model'])
+    counts = flops.param_counts(model)
+    tokens = config['train']['steps'] * config['data']['global_batch_size'] * \
+        config['data']['seq_len']
+    row.update(N=counts['total'], N_nonembedding=counts['non_embedding'], D=tokens,
+               C=flops.flops_per_token(model, config['data']['seq_len']) * tokens,
+               data_fingerprint=config.get('data_fingerprint', ''),
+               data_optimal_loss=(config.get('data_info') or {}).get('optimal_loss', math.nan))
+  row.update(_metrics_summary(folder / 'metrics.jsonl'))
+  return row
+
+
+def _metrics_summary(path: pathlib.Path) -> dict:
+  if not path.exists():
+    return {}
+  records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  evals = [r for r in records if 'eval/loss' in r]
+  train = [r for r in records if 'loss' in r]
+  summary = {'steps_done': max((r['step'] for r in records), default=0)}
+  if evals:
+    summary.update(eval_loss=evals[-1]['eval/loss'],
+                   best_eval_loss=min(r['eval/loss'] for r in evals),
+                   eval_bits_per_byte=evals[-1]['eval/bits_per_byte'])
+  if train:
+    recent = train[-TRAIN_LOSS_WINDOW:]
+    summary['train_loss'] = sum(r['loss'] for r in recent) / len(recent)
+    summary['tokens_per_s'] = _median([r['tokens_per_s'] for r in train])
+    summary['mfu'] = _median([r['mfu'] for r in train])
+  return summary
+
+
+def _median(values: list[float]) -> float:
+  return float(pd.Series(values).median()) if values else math.nan

@@ -1,0 +1,198 @@
+"""Running a sweep: every trial in its own workdir, resumable, one after another.
+
+Layout of a sweep workdir:
+  sweep.json            the sweep file, its overrides and every trial (name, overrides,
+                        tags, size and cost): what cluster scripts fan out over
+  trials/NAME/          an ordinary run folder (config.json, metrics.jsonl, checkpoints/)
+  trials/NAME/trial.json  status (running | done | failed | interrupted), wall time,
+                        error, config hash, git commit, versions
+  results.csv/.json     the results table (llmjax.scaling.results)
+
+A finished trial is skipped; an interrupted one resumes from its checkpoints; a failed
+one is retried. Trials run in this process (one after another), or one per job with
+`--trial_index` on a cluster.
+"""
+
+import dataclasses
+import datetime
+import hashlib
+import importlib.util
+import json
+import pathlib
+import subprocess
+import time
+import traceback
+
+import jax
+import jaxlib
+from ml_collections import config_dict
+
+from llmjax import configs, train
+from llmjax.data.sources import DataError
+from llmjax.scaling import sweep as sweep_lib
+
+DONE, FAILED, RUNNING, INTERRUPTED, PENDING = 'done', 'failed', 'running', 'interrupted', 'pending'
+# The sections that define what a trial computes; mesh, metrics and checkpoint settings may
+# change between resumes without making it another trial.
+HASHED_SECTIONS = ('model', 'data', 'optim', 'train', 'init_from')
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  config_file: str  # the experiment file, with its ':variant' if any
+  base: config_dict.ConfigDict  # get_config() with command-line overrides applied
+  trials: list[sweep_lib.Trial]
+
+
+def load(config_file: str, base: config_dict.ConfigDict) -> Sweep:
+  """The sweep of an experiment file: its get_sweep(variant) applied to `base` (the file's
+  get_config(variant) with any overrides). Names are checked here."""
+  path, _, variant = config_file.partition(':')
+  spec = importlib.util.spec_from_file_location('_llmjax_sweep_config', path)
+  if spec is None or not pathlib.Path(path).is_file():
+    raise configs.ConfigError(f'no experiment file {path}')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_sweep'):
+    raise configs.ConfigError(f'{path} has no get_sweep(); a sweep file defines get_config() '
+                              f'and get_sweep() returning a list of sweep.Trial')
+  trials = module.get_sweep(variant) if variant else module.get_sweep()
+  sweep_lib.check_names(trials)
+  return Sweep(config_file, base, list(trials))
+
+
+def build_all(sw: Sweep, num_devices: int) -> dict[str, configs.Experiment]:
+  """Every trial's validated Experiment; all problems of all trials reported at once."""
+  experiments, problems = {}, []
+  for trial in sw.trials:
+    try:
+      experiments[trial.name] = configs.build(sweep_lib.trial_config(sw.base, trial), num_devices)
+    except configs.ConfigError as e:
+      problems.append(f'trial {trial.name!r}:\n  ' + str(e).replace('\n', '\n  '))
+  if problems:
+    raise configs.ConfigError('\n'.join(problems))
+  return experiments
+
+
+def trial_dir(workdir: pathlib.Path, name: str) -> pathlib.Path:
+  return workdir / 'trials' / name
+
+
+def read_status(workdir: pathlib.Path, name: str) -> dict:
+  """The trial's trial.json, or {'status': 'pending'} if it never started."""
+  path = trial_dir(workdir, name) / 'trial.json'
+  return json.loads(path.read_text()) if path.exists() else {'status': PENDING}
+
+
+def config_hash(exp: configs.Experiment) -> str:
+  resolved = configs.as_dict(exp)
+  text = json.dumps({k: resolved[k] for k in HASHED_SECTIONS}, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def write_manifest(workdir: pathlib.Path, sw: Sweep, overrides: list[str]) -> None:
+  """sweep.json: everything a cluster script needs to fan the sweep out."""
+  rows = [{'index': i, **sweep_lib.describe(sw.base, t), 'overrides': dict(t.overrides)}
+          for i, t in enumerate(sw.trials)]
+  manifest = {'config': sw.config_file, 'overrides': overrides, 'trials': rows}
+  _write_json(workdir / 'sweep.json', manifest)
+
+
+def run_trial(workdir: pathlib.Path, trial: sweep_lib.Trial, exp: configs.Experiment) -> str:
+  """Trains one trial to completion (resuming if it was interrupted); returns its status.
+
+  Errors of the trial itself (bad data, a non-finite halt, a crash) mark it failed with
+  the reason and do not stop the sweep; a preemption (SIGTERM/SIGINT, checkpoint saved)
+  marks it interrupted.
+  """
+  folder = trial_dir(workdir, trial.name)
+  previous = read_status(workdir, trial.name)
+  digest = config_hash(exp)
+  if previous.get('config_hash', digest) != digest:
+    raise configs.ConfigError(
+        f'trial {trial.name!r} in {folder} was run with a different config (hash '
+        f'{previous["config_hash"]}, now {digest}); move that folder away or rename the trial')
+  record = {
+      'name': trial.name, 'overrides': dict(trial.overrides), 'tags': dict(trial.tags),
+      'status': RUNNING, 'config_hash': digest, 'git_commit': _git_commit(),
+      'jax_version': jax.__version__, 'jaxlib_version': jaxlib.__version__,
+      'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
+      'attempts': previous.get('attempts', 0) + 1,
+      'wall_time_s': previous.get('wall_time_s', 0.0),
+      'started': previous.get('started', _now()), 'error': '',
+  }
+  main_process = jax.process_index() == 0
+  folder.mkdir(parents=True, exist_ok=True)
+  if main_process:
+    _write_json(folder / 'trial.json', record)
+  start = time.perf_counter()
+  try:
+    train.run(exp, folder, configs.as_dict(exp))
+    complete = (folder / 'checkpoints' / str(exp.train.steps)).is_dir()
+    record['status'] = DONE if complete else INTERRUPTED
+  except (DataError, FloatingPointError) as e:
+    record.update(status=FAILED, error=f'{type(e).__name__}: {e}')
+  except Exception as e:  # noqa: BLE001 - one broken trial must not sink the sweep
+    record.update(status=FAILED, error=f'{type(e).__name__}: {e}')
+    if main_process:
+      (folder / 'error.txt').write_text(traceback.format_exc())
+  record['wall_time_s'] += time.perf_counter() - start
+  record['finished'] = _now()
+  if main_process:
+    _write_json(folder / 'trial.json', record)
+  return record['status']
+
+
+def run(workdir: pathlib.Path, sw: Sweep, experiments: dict[str, configs.Experiment],
+        selected: list[sweep_lib.Trial]) -> dict[str, str]:
+  """Runs the selected trials that are not done, in order; stops early on a preemption.
+  Returns each selected trial's status."""
+  costs = {t.name: sweep_lib.describe(sw.base, t)['C'] for t in selected}
+  statuses = {t.name: read_status(workdir, t.name)['status'] for t in selected}
+  todo = [t for t in selected if statuses[t.name] != DONE]
+  total = sum(costs[t.name] for t in todo)
+  _say(f'{len(selected)} trials selected, {len(selected) - len(todo)} already done, '
+       f'{len(todo)} to run ({total:.3g} FLOPs)')
+  start, spent = time.perf_counter(), 0.0
+  for i, trial in enumerate(todo):
+    _say(f'trial {i + 1}/{len(todo)}: {trial.name} ({costs[trial.name]:.3g} FLOPs; was '
+         f'{statuses[trial.name]})')
+    statuses[trial.name] = run_trial(workdir, trial, experiments[trial.name])
+    spent += costs[trial.name]
+    elapsed = time.perf_counter() - start
+    eta = elapsed / spent * (total - spent) if spent else 0.0
+    _say(f'trial {trial.name}: {statuses[trial.name]}; {spent / total:.0%} of the FLOPs to run '
+         f'done in {elapsed / 60:.1f} min, about {eta / 60:.1f} min left')
+    if statuses[trial.name] == INTERRUPTED:
+      _say('interrupted; run the same command to resume')
+      break
+  return statuses
+
+
+def _say(message: str) -> None:
+  if jax.process_index() == 0:
+    print(f'llmjax.sweep: {message}', flush=True)
+
+
+def _write_json(path: pathlib.Path, value) -> None:
+  """Atomic: concurrent cluster jobs and readers never see half a file."""
+  tmp = path.with_name(f'.{path.name}.{jax.process_index()}.tmp')
+  tmp.write_text(json.dumps(value, indent=2, default=str) + '\n')
+  tmp.replace(path)
+
+
+def _now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+
+
+def _git_commit() -> str:
+  """Commit of the llmjax checkout, with '+dirty' for uncommitted changes; '' if not git."""
+  root = pathlib.Path(__file__).resolve().parents[2]
+  try:
+    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True,
+                            text=True, check=True, timeout=10).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root,
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return ''
+  return commit + ('+dirty' if dirty else '')
