@@ -1,0 +1,173 @@
+"""The tensor map between Hugging Face GPT-2/Llama checkpoints and llmjax parameters.
+
+One table per family lists every HF tensor: its name, its HF shape, the llmjax
+parameters it holds and the reshapes between the two layouts. Import and export
+both read the table, so they cannot disagree. Names with '{i}' exist once per
+layer; llmjax stacks them on its leading layers axis.
+
+Layouts: GPT-2's Conv1D weights are stored (in, out) and `c_attn` packs q, k, v
+along its output; Llama's nn.Linear weights are (out, in). Heads are the major
+part of a projection's head axis in both, as in llmjax's (D, N, H). HF Llama
+checkpoints already use the half-split rotary layout (rotate_half) that
+llmjax's rope uses, so q and k need no permutation.
+"""
+
+import dataclasses
+import re
+from collections.abc import Callable
+
+import jax.numpy as jnp
+import numpy as np
+
+from llmjax.convert.hf_config import family
+from llmjax.model.config import ModelConfig
+
+Path = tuple[str, ...]  # keys of one parameter in llmjax's nested parameter dict
+
+# Buffers some HF checkpoints carry that are not parameters: GPT-2's causal mask
+# (attn.bias, attn.masked_bias) and old Llama rotary frequencies.
+IGNORED = re.compile(r'(\.attn\.bias|\.attn\.masked_bias|rotary_emb\.inv_freq)$')
+_PREFIX = {'gpt2': 'transformer.', 'llama': 'model.'}  # of the base model inside *ForCausalLM
+LM_HEAD = 'lm_head.weight'
+
+
+@dataclasses.dataclass(frozen=True)
+class Tensor:
+  name: str  # HF name; '{i}' stands for the layer index
+  shape: tuple[int, ...]  # HF shape (of one layer)
+  paths: tuple[Path, ...]  # the llmjax parameters it holds
+  to_llmjax: Callable[[np.ndarray], tuple[np.ndarray, ...]]  # HF array -> one per path
+  to_hf: Callable[..., np.ndarray]  # one array per path -> HF array
+
+
+def _copy(name: str, shape: tuple[int, ...], path: Path) -> Tensor:
+  return Tensor(name, shape, (path,), lambda w: (w,), lambda w: w)
+
+
+def _transposed(name: str, shape: tuple[int, ...], path: Path) -> Tensor:
+  return Tensor(name, shape, (path,), lambda w: (w.T,), lambda w: w.T)
+
+
+def _unembed(cfg: ModelConfig) -> list[Tensor]:
+  if cfg.tie_embeddings:
+    return []
+  return [_transposed(LM_HEAD, (cfg.vocab_size, cfg.d_model), ('unembed',))]
+
+
+def _gpt2(cfg: ModelConfig) -> list[Tensor]:
+  d, n, h, f, v = cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, cfg.vocab_size
+  block = 'transformer.h.{i}.'
+  qkv = tuple(('blocks', 'attn', w) for w in ('wq', 'wk', 'wv'))
+  qkv_bias = tuple(('blocks', 'attn', b) for b in ('bq', 'bk', 'bv'))
+  tensors = [_copy('transformer.wte.weight', (v, d), ('embed', 'embedding')),
+             _copy('transformer.wpe.weight', (cfg.max_len, d), ('pos_embedding',))]
+  for hf_norm, norm in (('ln_1', 'attn_norm'), ('ln_2', 'mlp_norm')):
+    tensors += [_copy(f'{block}{hf_norm}.weight', (d,), ('blocks', norm, 'scale')),
+                _copy(f'{block}{hf_norm}.bias', (d,), ('blocks', norm, 'bias'))]
+  tensors += [
+      Tensor(f'{block}attn.c_attn.weight', (d, 3 * n * h), qkv,
+             lambda w: tuple(w.reshape(d, 3, n, h).swapaxes(0, 1)),
+             lambda *ws: np.concatenate([w.reshape(d, n * h) for w in ws], axis=1)),
+      Tensor(f'{block}attn.c_attn.bias', (3 * n * h,), qkv_bias,
+             lambda b: tuple(b.reshape(3, n, h)),
+             lambda *bs: np.concatenate([b.reshape(n * h) for b in bs])),
+      Tensor(f'{block}attn.c_proj.weight', (n * h, d), (('blocks', 'attn', 'wo'),),
+             lambda w: (w.reshape(n, h, d),), lambda w: w.reshape(n * h, d)),
+      _copy(f'{block}attn.c_proj.bias', (d,), ('blocks', 'attn', 'bo')),
+      _copy(f'{block}mlp.c_fc.weight', (d, f), ('blocks', 'mlp', 'w_in')),
+      _copy(f'{block}mlp.c_fc.bias', (f,), ('blocks', 'mlp', 'b_in')),
+      _copy(f'{block}mlp.c_proj.weight', (f, d), ('blocks', 'mlp', 'w_out')),
+      _copy(f'{block}mlp.c_proj.bias', (d,), ('blocks', 'mlp', 'b_out')),
+      _copy('transformer.ln_f.weight', (d,), ('final_norm', 'scale')),
+      _copy('transformer.ln_f.bias', (d,), ('final_norm', 'bias')),
+  ]
+  return tensors + _unembed(cfg)
+
+
+def _heads_in(name: str, heads: int, h: int, d: int, path: Path) -> Tensor:
+  """An (heads*H, D) nn.Linear weight <-> llmjax's (D, heads, H)."""
+  return Tensor(name, (heads * h, d), (path,),
+                lambda w: (w.reshape(heads, h, d).transpose(2, 0, 1),),
+                lambda w: w.transpose(1, 2, 0).reshape(heads * h, d))
+
+
+def _llama(cfg: ModelConfig) -> list[Tensor]:
+  d, n, k, h, f = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
+  block = 'model.layers.{i}.'
+  return [
+      _copy('model.embed_tokens.weight', (cfg.vocab_size, d), ('embed', 'embedding')),
+      _copy(f'{block}input_layernorm.weight', (d,), ('blocks', 'attn_norm', 'scale')),
+      _heads_in(f'{block}self_attn.q_proj.weight', n, h, d, ('blocks', 'attn', 'wq')),
+      _heads_in(f'{block}self_attn.k_proj.weight', k, h, d, ('blocks', 'attn', 'wk')),
+      _heads_in(f'{block}self_attn.v_proj.weight', k, h, d, ('blocks', 'attn', 'wv')),
+      Tensor(f'{block}self_attn.o_proj.weight', (d, n * h), (('blocks', 'attn', 'wo'),),
+             lambda w: (w.reshape(d, n, h).transpose(1, 2, 0),),
+             lambda w: w.transpose(2, 0, 1).reshape(d, n * h)),
+      _copy(f'{block}post_attention_layernorm.weight', (d,), ('blocks', 'mlp_norm', 'scale')),
+      _transposed(f'{block}mlp.gate_proj.weight', (f, d), ('blocks', 'mlp', 'w_gate')),
+      _transposed(f'{block}mlp.up_proj.weight', (f, d), ('blocks', 'mlp', 'w_in')),
+      _transposed(f'{block}mlp.down_proj.weight', (d, f), ('blocks', 'mlp', 'w_out')),
+      _copy('model.norm.weight', (d,), ('final_norm', 'scale')),
+  ] + _unembed(cfg)
+
+
+def tensors(cfg: ModelConfig) -> list[Tensor]:
+  """The HF tensors of a model of `cfg`'s family, with their llmjax counterparts."""
+  return _gpt2(cfg) if family(cfg) == 'gpt2' else _llama(cfg)
+
+
+def _names(tensor: Tensor, num_layers: int) -> list[str]:
+  if '{i}' not in tensor.name:
+    return [tensor.name]
+  return [tensor.name.format(i=i) for i in range(num_layers)]
+
+
+def hf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+  """Every HF tensor name of a model of `cfg` (each layer's), with its shape."""
+  return {name: t.shape for t in tensors(cfg) for name in _names(t, cfg.num_layers)}
+
+
+def canonical_name(name: str, cfg: ModelConfig) -> str:
+  """A tensor name as *ForCausalLM writes it: files of a bare base model (the original
+  GPT-2 checkpoints, LlamaModel) leave out the 'transformer.'/'model.' prefix."""
+  prefix = _PREFIX[family(cfg)]
+  return name if name.startswith(prefix) or name == LM_HEAD else prefix + name
+
+
+def _set(tree: dict, path: Path, value) -> None:
+  for key in path[:-1]:
+    tree = tree.setdefault(key, {})
+  tree[path[-1]] = value
+
+
+def _get(tree: dict, path: Path):
+  for key in path:
+    tree = tree[key]
+  return tree
+
+
+def to_llmjax(cfg: ModelConfig, read: Callable[[str], np.ndarray]) -> dict:
+  """llmjax's nested parameter dict (numpy, `cfg.param_dtype`) from HF tensors.
+
+  `read(name)` returns the HF tensor of a canonical name; it is called once per tensor.
+  """
+  dtype = jnp.dtype(cfg.param_dtype)  # a numpy dtype, bfloat16 included
+  params: dict = {}
+  for t in tensors(cfg):
+    per_layer = [t.to_llmjax(read(name)) for name in _names(t, cfg.num_layers)]
+    for j, path in enumerate(t.paths):
+      parts = [arrays[j] for arrays in per_layer]
+      value = np.stack(parts) if '{i}' in t.name else parts[0]
+      _set(params, path, value.astype(dtype))
+  return params
+
+
+def to_hf(cfg: ModelConfig, params: dict) -> dict[str, np.ndarray]:
+  """HF tensors (canonical names, C-contiguous) from llmjax's nested parameter dict."""
+  out = {}
+  for t in tensors(cfg):
+    values = [np.asarray(_get(params, path)) for path in t.paths]
+    for i, name in enumerate(_names(t, cfg.num_layers)):
+      layer = [v[i] for v in values] if '{i}' in t.name else values
+      out[name] = np.ascontiguousarray(t.to_hf(*layer))
+  return out
