@@ -1,56 +1,411 @@
-"""Sampling text from a model.
+"""Generation with a static KV cache, scoring of continuations, and the sampling CLI.
 
-A simple, exact decoder: each new token reruns the model over a fixed-size
-buffer (one compilation, causal masking hides the unfilled tail). The KV-cache
-decoder of the Generation issue replaces the inner step; the interface stays.
+  python -m llmjax.generate --workdir runs/base --prompt "def fibonacci(" --temperature 0.8
+
+`generate` pads the prompts (left or right: the cache records each slot's position, so
+both give the same tokens), runs one prefill over them, then decodes inside a
+`lax.while_loop` on device until every row has stopped. Shapes are bucketed so that one
+compilation serves many calls: the batch is rounded up to a power of two, the prompt length
+and the new-token capacity to powers of two of at least 16 (the prompt length at most
+max_len); sampling settings, seeds and budgets are traced values, not compile-time ones.
+`stream` decodes the same way in chunks of a few tokens per call, for printing as it goes.
+
+A row may generate `max_new_tokens`, clipped (with a warning) to what fits in the context:
+prompt plus new tokens stay within max_len. A prompt must hold 1 to max_len - 1 tokens.
 """
 
+import argparse
+import dataclasses
 import functools
+import json
+import pathlib
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from llmjax.model.attention import KVCache
+from llmjax.model.config import ModelConfig
 from llmjax.model.transformer import Transformer
 
+Prompts = Sequence[Sequence[int]] | np.ndarray
 
-@functools.partial(jax.jit, static_argnames=('graphdef', 'num_new'))
-def _sample_loop(graphdef, params, buffer, start, key, temperature, num_new):
+
+@dataclasses.dataclass
+class GenerationOutput:
+  tokens: list[np.ndarray]  # new tokens of each row, up to and including a stop token
+  logprobs: list[np.ndarray] | None  # log p of each new token under the model (raw logits)
+  # ... and under the distribution it was drawn from (temperature, top-k, top-p): 0 if greedy
+  sampling_logprobs: list[np.ndarray] | None
+  finished: np.ndarray  # B bool: the row ended with a stop token (else its budget ran out)
+
+
+@dataclasses.dataclass
+class ScoreOutput:
+  logprobs: list[np.ndarray]  # log p of each continuation token given everything before it
+  sums: np.ndarray  # B: log-likelihood of each continuation
+  greedy: np.ndarray  # B bool: every continuation token is the model's argmax
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _Sampling:
+  temperature: jax.Array  # 0: greedy
+  top_k: jax.Array  # 0: off
+  top_p: jax.Array  # 1: off
+  stop_tokens: jax.Array  # padded with -1
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _State:
+  cache: KVCache
+  tokens: jax.Array  # B N new tokens; -1 where none was written
+  logprobs: jax.Array  # B N
+  sampling_logprobs: jax.Array  # B N
+  positions: jax.Array  # B: position of the token decoded next
+  budget: jax.Array  # B: tokens the row may generate
+  done: jax.Array  # B bool
+  count: jax.Array  # scalar: columns of `tokens` written so far
+  key: jax.Array
+
+
+def _bucket(n: int, minimum: int = 1) -> int:
+  """n rounded up to a power of two, at least `minimum`."""
+  return max(minimum, 1 << (int(n) - 1).bit_length())
+
+
+def _filter_top_k_top_p(logits, top_k, top_p):
+  """BV logits with the tokens outside the top k, then outside the nucleus of mass top_p
+  (of the renormalized top k, as Hugging Face does), set to -inf."""
+  ranked = -jnp.sort(-logits, axis=-1)
+  k = jnp.where(top_k > 0, jnp.minimum(top_k, logits.shape[-1]), logits.shape[-1])
+  kept = ranked >= jnp.take(ranked, k - 1, axis=-1)[:, None]
+  probs = jax.nn.softmax(jnp.where(kept, ranked, -jnp.inf), axis=-1)
+  kept &= jnp.cumsum(probs, axis=-1) - probs < top_p  # mass before a token is below top_p
+  threshold = jnp.min(jnp.where(kept, ranked, jnp.inf), axis=-1, keepdims=True)
+  return jnp.where(logits >= threshold, logits, -jnp.inf)
+
+
+def _sample(logits, key, s: _Sampling):
+  """BV float32 logits -> (tokens B, their log-probabilities under the sampled distribution)."""
+  def draw():
+    scaled = logits / s.temperature
+    # Sorting the vocabulary costs more than a decode step of a small model: only if asked.
+    scaled = jax.lax.cond((s.top_k > 0) | (s.top_p < 1.0), _filter_top_k_top_p,
+                          lambda x, *_: x, scaled, s.top_k, s.top_p)
+    tokens = jax.random.categorical(key, scaled)
+    logprobs = jnp.take_along_axis(jax.nn.log_softmax(scaled), tokens[:, None], axis=-1)[:, 0]
+    return tokens.astype(jnp.int32), logprobs
+
+  def greedy():
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32), jnp.zeros(logits.shape[0])
+
+  return jax.lax.cond(s.temperature > 0, draw, greedy)
+
+
+def _emit(state: _State, logits, sampling: _Sampling) -> _State:
+  """Draws each unfinished row's next token from its BV logits into column `count`."""
+  token, sampling_logprob = _sample(logits, jax.random.fold_in(state.key, state.count), sampling)
+  logprob = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=-1)[:, 0]
+  live, column = ~state.done, state.count
+
+  def write(buffer, value, empty):
+    return buffer.at[:, column].set(jnp.where(live, value, empty))
+
+  stops = jnp.isin(token, sampling.stop_tokens) | (column + 1 >= state.budget)
+  return dataclasses.replace(
+      state, tokens=write(state.tokens, token, -1), logprobs=write(state.logprobs, logprob, 0.0),
+      sampling_logprobs=write(state.sampling_logprobs, sampling_logprob, 0.0),
+      done=state.done | (live & stops), count=column + 1)
+
+
+@functools.partial(jax.jit, static_argnames=('graphdef', 'capacity'))
+def _prefill(graphdef, params, tokens, positions, last, budget, sampling, key, capacity):
+  """Writes the padded prompts (BT, positions -1 on padding) into a fresh cache with room
+  for `capacity` new tokens and draws the first new token from the logits at column `last`."""
   model = nnx.merge(graphdef, params)
-
-  def body(i, carry):
-    buffer, key = carry
-    pos = start + i
-    logits = model(buffer[None])[0, pos - 1]
-    key, sub = jax.random.split(key)
-    greedy = jnp.argmax(logits)
-    sampled = jax.random.categorical(sub, logits / jnp.maximum(temperature, 1e-6))
-    token = jnp.where(temperature > 0, sampled, greedy)
-    return buffer.at[pos].set(token.astype(buffer.dtype)), key
-
-  buffer, _ = jax.lax.fori_loop(0, num_new, body, (buffer, key))
-  return buffer
+  b, t = tokens.shape
+  x, cache = model.decode_hidden(tokens, positions, KVCache.init(model.cfg, b, t + capacity))
+  logits = model.logits(x[jnp.arange(b), last][:, None])[:, 0]
+  state = _State(
+      cache=cache, tokens=jnp.full((b, capacity), -1, jnp.int32),
+      logprobs=jnp.zeros((b, capacity)), sampling_logprobs=jnp.zeros((b, capacity)),
+      positions=positions.max(axis=1) + 1, budget=budget, done=budget <= 0,
+      count=jnp.zeros((), jnp.int32), key=key)
+  return _emit(state, logits, sampling)
 
 
-def sample(model: Transformer, prompt: np.ndarray, num_new: int, temperature: float,
-           seed: int) -> np.ndarray:
-  """Prompt followed by up to `num_new` sampled tokens (temperature 0: greedy)."""
-  max_len = model.cfg.max_len
-  if not 0 < len(prompt) < max_len:
-    raise ValueError(f'prompt of {len(prompt)} tokens; it must be 1 to {max_len - 1} tokens')
-  num_new = min(num_new, max_len - len(prompt))
-  buffer = np.zeros(max_len, np.int32)
-  buffer[:len(prompt)] = prompt
+@functools.partial(jax.jit, static_argnames=('graphdef',), donate_argnames=('state',))
+def _decode(graphdef, params, state: _State, sampling: _Sampling, steps) -> _State:
+  """Up to `steps` more tokens per row, one model call each; stops when every row is done."""
+  model = nnx.merge(graphdef, params)
+  end = jnp.minimum(state.count + steps, state.tokens.shape[1])
+
+  def step(s: _State) -> _State:
+    last = jnp.maximum(s.tokens[:, s.count - 1], 0)  # finished rows hold -1: any valid id
+    positions = jnp.where(s.done, -1, s.positions)  # finished rows write padding slots
+    logits, cache = model.decode(last[:, None], positions[:, None], s.cache)
+    s = dataclasses.replace(s, cache=cache, positions=s.positions + 1)
+    return _emit(s, logits[:, 0], sampling)
+
+  return jax.lax.while_loop(lambda s: (s.count < end) & ~s.done.all(), step, state)
+
+
+def _as_rows(prompts: Prompts, what: str) -> list[np.ndarray]:
+  if isinstance(prompts, np.ndarray) and prompts.ndim != 2:
+    raise ValueError(f'{what} must be a 2-D array or a list of token lists, '
+                     f'got an array of shape {prompts.shape}')
+  if len(prompts) == 0:
+    raise ValueError(f'no {what} given')
+  if not all(isinstance(p, (Sequence, np.ndarray)) for p in prompts):
+    raise ValueError(f'{what} must be a list of token lists, not a list of '
+                     f'{type(prompts[0]).__name__}')
+  return [np.asarray(p, np.int64).reshape(-1) for p in prompts]
+
+
+def _check_ids(rows: list[np.ndarray], cfg: ModelConfig, what: str) -> None:
+  for i, row in enumerate(rows):
+    bad = row[(row < 0) | (row >= cfg.vocab_size)]
+    if bad.size:
+      raise ValueError(f'{what} {i} holds token id {bad[0]} outside the vocabulary '
+                       f'[0, {cfg.vocab_size})')
+
+
+def _sampling(cfg: ModelConfig, temperature, top_k, top_p, stop_tokens) -> _Sampling:
+  if temperature < 0:
+    raise ValueError(f'temperature must be >= 0 (0: greedy), got {temperature}')
+  if top_k < 0:
+    raise ValueError(f'top_k must be >= 0 (0: off), got {top_k}')
+  if not 0.0 < top_p <= 1.0:
+    raise ValueError(f'top_p must be in (0, 1] (1: off), got {top_p}')
+  stops = np.asarray(list(stop_tokens), np.int64).reshape(-1)
+  _check_ids([stops], cfg, 'stop_tokens')
+  padded = np.full(_bucket(len(stops), 8), -1, np.int32)  # a few lengths, one compilation
+  padded[:len(stops)] = stops
+  return _Sampling(np.float32(temperature), np.int32(top_k), np.float32(top_p), padded)
+
+
+def _outputs(state: _State, rows: int, sampling: _Sampling,
+             return_logprobs: bool) -> GenerationOutput:
+  tokens, logprobs, sampling_logprobs = jax.device_get(
+      (state.tokens, state.logprobs, state.sampling_logprobs))
+  lengths = (tokens[:rows] >= 0).sum(axis=1)
+  cut = lambda a: [a[i, :n] for i, n in enumerate(lengths)]
+  out_tokens = cut(tokens)
+  stops = sampling.stop_tokens[sampling.stop_tokens >= 0]
+  return GenerationOutput(
+      tokens=out_tokens, logprobs=cut(logprobs) if return_logprobs else None,
+      sampling_logprobs=cut(sampling_logprobs) if return_logprobs else None,
+      finished=np.array([len(x) > 0 and x[-1] in stops for x in out_tokens]))
+
+
+def _pad_prompts(rows: list[np.ndarray], batch: int, length: int, pad: str):
+  """Prompts padded into a `batch` x `length` block (rows beyond the prompts are all
+  padding), their positions (-1 on padding) and the column of each row's last token."""
+  tokens = np.zeros((batch, length), np.int32)
+  positions = np.full((batch, length), -1, np.int32)
+  for i, row in enumerate(rows):
+    start = length - len(row) if pad == 'left' else 0
+    tokens[i, start:start + len(row)] = row
+    positions[i, start:start + len(row)] = np.arange(len(row))
+  last = np.where(positions >= 0, np.arange(length), -1).max(axis=1).clip(0)
+  return tokens, positions, last.astype(np.int32)
+
+
+def stream(model: Transformer, prompts: Prompts, *, max_new_tokens: int, temperature=1.0,
+           top_k=0, top_p=1.0, stop_tokens: Sequence[int] = (), seed=0, pad='left',
+           return_logprobs=True, chunk: int = 16) -> Iterator[GenerationOutput]:
+  """`generate`, yielding the output so far after the prefill and after every `chunk`
+  decoded tokens (one call of the compiled decode loop each). Checks its inputs at once."""
+  cfg = model.cfg
+  rows = _as_rows(prompts, 'prompts')
+  _check_ids(rows, cfg, 'prompt')
+  for i, row in enumerate(rows):
+    if not 0 < len(row) < cfg.max_len:
+      raise ValueError(f'prompt {i} has {len(row)} tokens; a prompt needs 1 to '
+                       f'{cfg.max_len - 1} (max_len {cfg.max_len} minus one new token)')
+  if max_new_tokens < 1:
+    raise ValueError(f'max_new_tokens must be >= 1, got {max_new_tokens}')
+  if pad not in ('left', 'right'):
+    raise ValueError(f"pad must be 'left' or 'right', got {pad!r}")
+  sampling = _sampling(cfg, temperature, top_k, top_p, stop_tokens)
+  lengths = np.array([len(r) for r in rows])
+  budget = np.minimum(max_new_tokens, cfg.max_len - lengths)
+  if (budget < max_new_tokens).any():
+    warnings.warn(f'{(budget < max_new_tokens).sum()} of {len(rows)} rows stop before '
+                  f'max_new_tokens={max_new_tokens}: prompt plus new tokens must fit in max_len '
+                  f'{cfg.max_len}', stacklevel=2)
+
+  b, t = _bucket(len(rows)), min(_bucket(lengths.max(), 16), cfg.max_len)
+  tokens, positions, last = _pad_prompts(rows, b, t, pad)
+  budget = np.pad(budget, (0, b - len(rows))).astype(np.int32)  # bucketing rows: 0, done
   graphdef, params = nnx.split(model)
-  out = _sample_loop(graphdef, params, jnp.asarray(buffer), len(prompt), jax.random.key(seed),
-                     temperature, num_new)
-  return np.asarray(out[:len(prompt) + num_new])
+
+  def chunks():
+    state = _prefill(graphdef, params, tokens, positions, last, budget, sampling,
+                     jax.random.key(seed), capacity=_bucket(int(budget.max()), 16))
+    while True:
+      yield _outputs(state, len(rows), sampling, return_logprobs)
+      if jax.device_get(state.done).all():
+        return
+      state = _decode(graphdef, params, state, sampling, np.int32(chunk))
+
+  return chunks()
+
+
+def generate(model: Transformer, prompts: Prompts, *, max_new_tokens: int, temperature=1.0,
+             top_k=0, top_p=1.0, stop_tokens: Sequence[int] = (), seed=0, pad='left',
+             return_logprobs=True) -> GenerationOutput:
+  """New tokens for each prompt (a list of token-id lists, or a 2-D array of equal rows).
+
+  Args:
+    max_new_tokens: per row, clipped with a warning to what fits in max_len.
+    temperature: 0 is greedy (top_k and top_p then do nothing).
+    top_k: sample among the k most likely tokens only; 0: all.
+    top_p: then among the fewest most likely tokens holding probability top_p (nucleus).
+    stop_tokens: a row ends after generating one of these (it is kept in the output).
+    seed: the same seed and inputs give the same tokens.
+    pad: 'left' or 'right' padding of the prompts; the same tokens either way.
+    return_logprobs: fill the output's logprobs and sampling_logprobs.
+  """
+  out = None
+  for out in stream(model, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                    top_k=top_k, top_p=top_p, stop_tokens=stop_tokens, seed=seed, pad=pad,
+                    return_logprobs=return_logprobs, chunk=max_new_tokens):
+    pass
+  return out
+
+
+@functools.partial(jax.jit, static_argnames='graphdef')
+def _score(graphdef, params, inputs, targets):
+  logits = nnx.merge(graphdef, params)(inputs)
+  logprobs = jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], axis=-1)
+  return logprobs[..., 0], jnp.argmax(logits, axis=-1) == targets
+
+
+def score(model: Transformer, contexts: Prompts, continuations: Prompts) -> ScoreOutput:
+  """Log-likelihood of each continuation given its context, token by token (the
+  `loglikelihood` of lm-eval-harness, the basis of multiple-choice evaluation).
+
+  A context too long for max_len loses its oldest tokens, as in lm-eval-harness; rows are
+  right-padded and bucketed like `generate`'s.
+  """
+  cfg = model.cfg
+  contexts, continuations = _as_rows(contexts, 'contexts'), _as_rows(continuations,
+                                                                    'continuations')
+  if len(contexts) != len(continuations):
+    raise ValueError(f'{len(contexts)} contexts but {len(continuations)} continuations')
+  _check_ids(contexts, cfg, 'context')
+  _check_ids(continuations, cfg, 'continuation')
+  for i, (context, continuation) in enumerate(zip(contexts, continuations)):
+    if not len(context):
+      raise ValueError(f'context {i} is empty; start it with the end-of-text token, as '
+                       'training documents start')
+    if not 0 < len(continuation) <= cfg.max_len:
+      raise ValueError(f'continuation {i} has {len(continuation)} tokens; it needs 1 to '
+                       f'max_len={cfg.max_len}')
+  # The model reads every token but the last and predicts every token but the first.
+  rows = [np.concatenate([c, x])[-cfg.max_len - 1:] for c, x in zip(contexts, continuations)]
+  b, t = _bucket(len(rows)), min(_bucket(max(len(r) for r in rows) - 1, 16), cfg.max_len)
+  inputs, targets = np.zeros((b, t), np.int32), np.zeros((b, t), np.int32)
+  for i, row in enumerate(rows):
+    inputs[i, :len(row) - 1], targets[i, :len(row) - 1] = row[:-1], row[1:]
+  graphdef, params = nnx.split(model)
+  logprobs, greedy = jax.device_get(_score(graphdef, params, inputs, targets))
+  spans = [slice(len(r) - 1 - len(x), len(r) - 1) for r, x in zip(rows, continuations)]
+  logprobs = [logprobs[i, span] for i, span in enumerate(spans)]
+  return ScoreOutput(logprobs=logprobs, sums=np.array([lp.sum() for lp in logprobs]),
+                     greedy=np.array([greedy[i, span].all() for i, span in enumerate(spans)]))
 
 
 def sample_text(model: Transformer, tokenizer, prompt: str, num_new: int, temperature: float,
                 seed: int = 0) -> str:
   """The prompt and its continuation, as text. The prompt starts a document (after
-  end-of-text), as in training."""
+  end-of-text), as in training; the continuation stops at the context length."""
   ids = np.concatenate([[tokenizer.eot_id], tokenizer.encode(prompt)]).astype(np.int32)
-  return tokenizer.decode(sample(model, ids, num_new, temperature, seed)[1:])
+  num_new = min(num_new, model.cfg.max_len - len(ids))
+  out = generate(model, [ids], max_new_tokens=num_new, temperature=temperature, seed=seed)
+  return tokenizer.decode(np.concatenate([ids[1:], out.tokens[0]]))
+
+
+def load_run(workdir: str, step: int | None = None) -> tuple[Transformer, object]:
+  """(model on one device, tokenizer) of a training run: its config.json, the parameters of
+  its newest checkpoint (or `step`), its data config's tokenizer. Raises FileNotFoundError
+  naming what is missing."""
+  # Imported here: train imports this module for the sample at the end of a run.
+  from llmjax import checkpoint, train
+  from llmjax.data import tokenizers
+
+  config_file = pathlib.Path(workdir) / 'config.json'
+  if not config_file.is_file():
+    raise FileNotFoundError(f'{config_file} not found; --workdir must be a training run folder')
+  saved = json.loads(config_file.read_text())
+  spec = workdir if step is None else f'{workdir}:{step}'
+  checkpoint.find_step(spec)  # a missing checkpoint is reported before anything is built
+  tokenizer = tokenizers.load(saved['data']['tokenizer'])
+  cfg = ModelConfig(**saved['model'])
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                        abstract)
+  params, _ = checkpoint.restore_params(  # reads the parameters only
+      spec, train.TrainState(step=None, params=target, opt_state=None, rng=None))
+  return nnx.merge(graphdef, params), tokenizer
+
+
+def _print_stream(outputs: Iterator[GenerationOutput], tokenizer, prompt: np.ndarray) -> None:
+  """Prints the prompt's text, then the continuation as each chunk arrives."""
+  shown = ''
+  for out in outputs:
+    # A multi-byte character cut in two decodes as U+FFFD until its end arrives.
+    text = tokenizer.decode(np.concatenate([prompt, out.tokens[0]])).rstrip('\ufffd')
+    if text.startswith(shown):
+      print(text[len(shown):], end='', flush=True)
+      shown = text
+  print()
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m llmjax.generate',
+                                   description='Sample a continuation of a prompt.')
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument('--workdir', help='a training run folder (config.json, checkpoints/)')
+  source.add_argument('--hf_dir', help='a Hugging Face model folder')
+  parser.add_argument('--prompt', required=True)
+  parser.add_argument('--step', type=int, help='checkpoint step; default: the newest')
+  parser.add_argument('--max_new_tokens', type=int, default=200)
+  parser.add_argument('--temperature', type=float, default=0.8, help='0: greedy')
+  parser.add_argument('--top_k', type=int, default=0, help='0: off')
+  parser.add_argument('--top_p', type=float, default=1.0, help='1: off')
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--chunk', type=int, default=16, help='tokens decoded per device call')
+  args = parser.parse_args(argv)
+  try:
+    if args.workdir:
+      model, tokenizer = load_run(args.workdir, args.step)
+      start = [tokenizer.eot_id]  # training documents start after end-of-text
+    else:
+      from llmjax.convert import hf
+      model, tokenizer = hf.load_hf(args.hf_dir)
+      if tokenizer is None:
+        raise FileNotFoundError(f'{args.hf_dir} holds no tokenizer')
+      start = []  # Hugging Face models take the prompt as it is
+    prompt = tokenizer.encode(args.prompt)
+    ids = np.concatenate([np.array(start, np.int32), prompt])
+    outputs = stream(model, [ids], max_new_tokens=args.max_new_tokens,
+                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                     stop_tokens=[tokenizer.eot_id], seed=args.seed, chunk=args.chunk)
+    _print_stream(outputs, tokenizer, prompt)
+  except (FileNotFoundError, ValueError) as e:
+    print(f'llmjax.generate: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,4 +1,7 @@
-"""Causal self-attention with grouped kv heads, rotary positions and packed-sequence masking."""
+"""Causal self-attention with grouped kv heads, rotary positions and packed-sequence masking;
+the KV cache of decoding."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +19,40 @@ def attention_mask(segment_ids: jax.Array) -> jax.Array:
   causal = jnp.tril(jnp.ones((t, t), jnp.bool_))
   same_doc = segment_ids[:, :, None] == segment_ids[:, None, :]
   return (causal[None] & same_doc)[:, None]
+
+
+def cache_mask(query_positions: jax.Array, slot_positions: jax.Array) -> jax.Array:
+  """B 1 T S boolean mask of decoding: a query at position p sees the slots holding real
+  tokens (position >= 0) of its row at positions <= p. A query at position < 0 sees nothing."""
+  slots = slot_positions[:, None, :]
+  return ((slots >= 0) & (slots <= query_positions[:, :, None]))[:, None]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class KVCache:
+  """Keys and values of every layer for S slots, stacked on the layers axis like the blocks.
+
+  Functional: decoding takes a cache and returns the next one, so the model stays a tree of
+  parameters. A chunk of T tokens goes into slots index..index+T-1, the same slots for every
+  row; each slot records the position of its token (-1: empty or padding), so rows of
+  different lengths, left or right padded, share one layout and masking needs only positions.
+  """
+
+  k: jax.Array  # L B S K H, compute dtype
+  v: jax.Array  # L B S K H
+  positions: jax.Array  # B S int32
+  index: jax.Array  # int32 scalar: the first slot the next chunk writes
+
+  @classmethod
+  def init(cls, cfg: ModelConfig, batch: int, length: int) -> 'KVCache':
+    """An empty cache of `length` slots per row."""
+    shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+    # Laid out like the training activations: batch over data, kv heads over tensor.
+    zeros = sharding.constrain(jnp.zeros(shape, jnp.dtype(cfg.dtype)),
+                               (None, 'batch', 'length', 'act_kv_heads', None))
+    positions = sharding.constrain(jnp.full((batch, length), -1, jnp.int32), ('batch', 'length'))
+    return cls(k=zeros, v=zeros, positions=positions, index=jnp.zeros((), jnp.int32))
 
 
 def einsum_attention(q, k, v, mask) -> jax.Array:
@@ -68,6 +105,27 @@ class Attention(nnx.Module):
       self.k_norm = layers.Norm(cfg, h, 'head_dim')
 
   def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array) -> jax.Array:
+    q, k, v = self._project(x, positions)
+    return self._output(dot_product_attention(q, k, v, mask, self.cfg.attention_impl))
+
+  def decode(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
+             kv: tuple[jax.Array, jax.Array], index: jax.Array):
+    """x: BTD, positions: BT, mask: B1TS, kv: this layer's cache (k, v), each BSKH.
+
+    Writes the chunk's keys and values into slots index..index+T-1 and attends over all S
+    slots; returns (BTD, the updated kv).
+    """
+    q, k, v = self._project(x, positions)
+    kv = tuple(jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype), index, axis=1)
+               for c, new in zip(kv, (k, v)))
+    kv = tuple(sharding.constrain(c, ('batch', 'length', 'act_kv_heads', None)) for c in kv)
+    # cuDNN's fused kernel takes no arbitrary mask, and one query per row gains nothing from
+    # it: 'xla' keeps jax.nn's path, everything else the einsum (no k/v copies for K < N).
+    impl = 'xla' if self.cfg.attention_impl == 'xla' else 'einsum'
+    return self._output(dot_product_attention(q, *kv, mask, impl)), kv
+
+  def _project(self, x, positions):
+    """BTD -> q BTNH, k and v BTKH, with biases, qk norms and rotary positions applied."""
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     q = jnp.einsum('BTD,DNH->BTNH', x, self.wq[...].astype(dtype))
     k = jnp.einsum('BSD,DKH->BSKH', x, self.wk[...].astype(dtype))
@@ -83,8 +141,12 @@ class Attention(nnx.Module):
     q = sharding.constrain(q, ('batch', 'length', 'act_heads', None))
     k = sharding.constrain(k, ('batch', 'length', 'act_kv_heads', None))
     v = sharding.constrain(v, ('batch', 'length', 'act_kv_heads', None))
-    out = dot_product_attention(q, k, v, mask, cfg.attention_impl)
+    return q, k, v
+
+  def _output(self, out):
+    """Attention output BTNH -> BTD."""
+    dtype = jnp.dtype(self.cfg.dtype)
     y = jnp.einsum('BTNH,NHD->BTD', out, self.wo[...].astype(dtype))
-    if cfg.use_bias:
+    if self.cfg.use_bias:
       y = y + self.bo[...].astype(dtype)
     return y

@@ -7,7 +7,7 @@ from flax import nnx
 from llmjax import sharding
 from llmjax.model import layers
 from llmjax.model import parametrization as pz
-from llmjax.model.attention import Attention, attention_mask
+from llmjax.model.attention import Attention, KVCache, attention_mask, cache_mask
 from llmjax.model.config import ModelConfig
 
 _REMAT_POLICIES = {
@@ -36,6 +36,12 @@ class Block(nnx.Module):
     h = self.mlp(self.mlp_norm(x))
     x = x + layers.dropout(h, self.dropout_rate, mlp_key)
     return sharding.constrain(x, ('batch', 'length', 'act_embed'))
+
+  def decode(self, x, positions, mask, kv, index):  # BTD -> BTD, and the layer's next kv
+    h, kv = self.attn.decode(self.attn_norm(x), positions, mask, kv, index)
+    x = x + h
+    x = x + self.mlp(self.mlp_norm(x))
+    return sharding.constrain(x, ('batch', 'length', 'act_embed')), kv
 
 
 class Transformer(nnx.Module):
@@ -101,6 +107,34 @@ class Transformer(nnx.Module):
       layer_keys = jax.random.split(dropout_key, self.cfg.num_layers)
     return self._apply_blocks(x, positions, attention_mask(segment_ids), layer_keys)
 
+  def decode(self, tokens: jax.Array, positions: jax.Array,
+             cache: KVCache) -> tuple[jax.Array, KVCache]:
+    """Incremental forward: tokens, positions BT -> (logits BTV float32, next cache).
+
+    The chunk's keys and values go into the cache's next T slots; each token attends to
+    the cached tokens of its row at positions up to its own. A position < 0 marks padding:
+    never attended, its logits meaningless. Equals `__call__` over the row's tokens so far.
+    """
+    x, cache = self.decode_hidden(tokens, positions, cache)
+    return self.logits(x), cache
+
+  def decode_hidden(self, tokens, positions, cache: KVCache) -> tuple[jax.Array, KVCache]:
+    """`decode` up to the residual stream after the last block (BTD), for callers that
+    want logits at a few positions only."""
+    slot_positions = jax.lax.dynamic_update_slice_in_dim(cache.positions, positions,
+                                                         cache.index, axis=1)
+    mask = cache_mask(positions, slot_positions)
+    positions = jnp.maximum(positions, 0)  # padding: any valid table row or rotation
+    x = self.embed_tokens(tokens, positions)
+    graphdef, stacked = nnx.split(self.blocks)
+
+    def one_block(x, layer):
+      block_state, k, v = layer
+      return nnx.merge(graphdef, block_state).decode(x, positions, mask, (k, v), cache.index)
+
+    x, (k, v) = self._over_layers(one_block, x, (stacked, cache.k, cache.v))
+    return x, KVCache(k=k, v=v, positions=slot_positions, index=cache.index + tokens.shape[1])
+
   def logits(self, x: jax.Array) -> jax.Array:
     """BTD residual stream -> BTV float32 logits (final norm, then the output head)."""
     cfg = self.cfg
@@ -125,9 +159,15 @@ class Transformer(nnx.Module):
 
     if self.cfg.remat != 'none':
       one_block = jax.checkpoint(one_block, policy=_REMAT_POLICIES[self.cfg.remat])
+    return self._over_layers(one_block, x, (stacked, layer_keys))[0]
+
+  def _over_layers(self, body, x, xs):
+    """body(x, layer slice of xs) -> (x, layer ys), over the L layers: one lax.scan, or a
+    Python loop over slices; returns (x, ys stacked on the layers axis)."""
     if self.cfg.scan_layers:
-      x, _ = jax.lax.scan(one_block, x, (stacked, layer_keys))
-      return x
+      return jax.lax.scan(body, x, xs)
+    ys = []
     for i in range(self.cfg.num_layers):
-      x, _ = one_block(x, jax.tree.map(lambda a: a[i], (stacked, layer_keys)))
-    return x
+      x, y = body(x, jax.tree.map(lambda a: a[i], xs))
+      ys.append(y)
+    return x, jax.tree.map(lambda *a: jnp.stack(a), *ys)
