@@ -44,21 +44,23 @@ class Sweep:
   trials: list[sweep_lib.Trial]
 
 
-def load(config_file: str, base: config_dict.ConfigDict) -> Sweep:
-  """The sweep of an experiment file: its get_sweep(variant) applied to `base` (the file's
-  get_config(variant) with any overrides). Names are checked here."""
+def load(config_file: str, base: config_dict.ConfigDict | None = None) -> Sweep:
+  """The sweep of an experiment file ('path.py' or 'path.py:variant'): its get_sweep()
+  over `base`, by default its get_config() (the CLI passes it with its overrides).
+  Trial names are checked here."""
   path, _, variant = config_file.partition(':')
-  spec = importlib.util.spec_from_file_location('_llmjax_sweep_config', path)
-  if spec is None or not pathlib.Path(path).is_file():
+  if not pathlib.Path(path).is_file():
     raise configs.ConfigError(f'no experiment file {path}')
+  spec = importlib.util.spec_from_file_location('_llmjax_sweep_config', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not hasattr(module, 'get_sweep'):
     raise configs.ConfigError(f'{path} has no get_sweep(); a sweep file defines get_config() '
                               f'and get_sweep() returning a list of sweep.Trial')
-  trials = module.get_sweep(variant) if variant else module.get_sweep()
+  args = (variant,) if variant else ()
+  trials = list(module.get_sweep(*args))
   sweep_lib.check_names(trials)
-  return Sweep(config_file, base, list(trials))
+  return Sweep(config_file, base if base is not None else module.get_config(*args), trials)
 
 
 def build_all(sw: Sweep, num_devices: int) -> dict[str, configs.Experiment]:
@@ -108,10 +110,6 @@ def run_trial(workdir: pathlib.Path, trial: sweep_lib.Trial, exp: configs.Experi
   folder = trial_dir(workdir, trial.name)
   previous = read_status(workdir, trial.name)
   digest = config_hash(exp)
-  if previous.get('config_hash', digest) != digest:
-    raise configs.ConfigError(
-        f'trial {trial.name!r} in {folder} was run with a different config (hash '
-        f'{previous["config_hash"]}, now {digest}); move that folder away or rename the trial')
   record = {
       'name': trial.name, 'overrides': dict(trial.overrides), 'tags': dict(trial.tags),
       'status': RUNNING, 'config_hash': digest, 'git_commit': _git_commit(),
@@ -147,6 +145,7 @@ def run(workdir: pathlib.Path, sw: Sweep, experiments: dict[str, configs.Experim
         selected: list[sweep_lib.Trial]) -> dict[str, str]:
   """Runs the selected trials that are not done, in order; stops early on a preemption.
   Returns each selected trial's status."""
+  _check_unchanged(workdir, selected, experiments)
   costs = {t.name: sweep_lib.describe(sw.base, t)['C'] for t in selected}
   statuses = {t.name: read_status(workdir, t.name)['status'] for t in selected}
   todo = [t for t in selected if statuses[t.name] != DONE]
@@ -167,6 +166,20 @@ def run(workdir: pathlib.Path, sw: Sweep, experiments: dict[str, configs.Experim
       _say('interrupted; run the same command to resume')
       break
   return statuses
+
+
+def _check_unchanged(workdir: pathlib.Path, trials: list[sweep_lib.Trial],
+                     experiments: dict[str, configs.Experiment]) -> None:
+  """A trial folder holds one config: a trial edited after it ran must get a new name
+  (its old results would otherwise be mistaken for the new config's)."""
+  problems = []
+  for trial in trials:
+    recorded = read_status(workdir, trial.name).get('config_hash')
+    if recorded and recorded != config_hash(experiments[trial.name]):
+      problems.append(f'trial {trial.name!r} in {trial_dir(workdir, trial.name)} was run with a '
+                      f'different config; move that folder away or rename the trial')
+  if problems:
+    raise configs.ConfigError('\n'.join(problems))
 
 
 def _say(message: str) -> None:

@@ -1,0 +1,188 @@
+"""Sweeps: trial grids, the shipped sweep files, the runner (resume, failures) and the table."""
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from flax import nnx
+
+from llmjax import configs
+from llmjax.model.transformer import Transformer
+from llmjax.scaling import results, runner
+from llmjax.scaling import sweep as sweep_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SWEEPS = ROOT / 'experiments' / 'scaling'
+TINY = f'{SWEEPS / "synthetic_entropy.py"}:tiny'
+
+
+def _load(spec: str, **overrides) -> runner.Sweep:
+  """A sweep file's Sweep, with 'section.field' overrides on its base config."""
+  sw = runner.load(spec)
+  for key, value in overrides.items():
+    section, field = key.split('.')
+    sw.base[section][field] = value
+  return sw
+
+
+@pytest.mark.parametrize('name', ['cpu_small.py', 'chinchilla.py'])
+def test_isoflop_trials_match_their_budget(name):
+  sw = _load(str(SWEEPS / name))
+  for trial in sw.trials:
+    row = sweep_lib.describe(sw.base, trial)
+    assert abs(row['C'] / row['budget'] - 1) < 0.01, (trial.name, row['C'], row['budget'])
+  budgets = {t.tags['budget'] for t in sw.trials}
+  assert len(budgets) >= 3
+  for budget in budgets:  # IsoFLOP parabolas need at least 3 sizes per budget
+    assert sum(t.tags['budget'] == budget for t in sw.trials) >= 3
+
+
+def test_trial_names_are_stable():
+  # Names are folder names of runs already on disk: change them only with a note.
+  names = [t.name for t in _load(str(SWEEPS / 'cpu_small.py')).trials]
+  assert names == [
+      'C1e12_32x1', 'C1e12_48x2', 'C1e12_64x2', 'C1e12_96x3', 'C3e12_48x2', 'C3e12_64x2',
+      'C3e12_96x3', 'C3e12_128x4', 'C1e13_48x2', 'C1e13_64x2', 'C1e13_96x3', 'C1e13_128x4',
+      'C1e13_192x4']
+  assert len(set(names)) == len(names)
+
+
+def test_chinchilla_trials_build_and_evaluate_shapes():
+  """Every cluster trial is a valid experiment on 8 devices and its model's shapes
+  evaluate (the tokenizer file is not here, so the byte tokenizer stands in)."""
+  sw = _load(str(SWEEPS / 'chinchilla.py'), **{'data.tokenizer': 'byte'})
+  experiments = runner.build_all(sw, num_devices=8)
+  sizes = {}
+  for name, exp in experiments.items():
+    sizes.setdefault(exp.model, name)
+  assert len(sizes) == 7
+  for model_cfg in sizes:
+    abstract = nnx.eval_shape(lambda cfg=model_cfg: Transformer(cfg, nnx.Rngs(0)))
+    count = sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+    row = sweep_lib.describe(sw.base, next(t for t in sw.trials if t.name == sizes[model_cfg]))
+    assert count == row['N']  # the closed-form count is the model's
+  n = sorted(row['N_nonembedding'] for row in map(lambda t: sweep_lib.describe(sw.base, t),
+                                                   sw.trials))
+  assert n[0] < 12e6 and n[-1] > 1e9  # 10M to 1B+ non-embedding parameters
+
+
+def test_grids_cross_and_zip():
+  lrs = sweep_lib.grid('optim.lr', [1e-3, 3e-3])
+  sizes = sweep_lib.model_sizes(['ladder-64x2', (128, 4)])
+  crossed = sweep_lib.cross(sizes, lrs)
+  assert [t.name for t in crossed] == ['64x2_lr0.001', '64x2_lr0.003', '128x4_lr0.001',
+                                       '128x4_lr0.003']
+  assert crossed[3].overrides['optim.lr'] == 3e-3 and crossed[3].overrides['model.d_model'] == 128
+  zipped = sweep_lib.zip_trials(sizes, lrs)
+  assert [t.name for t in zipped] == ['64x2_lr0.001', '128x4_lr0.003']
+  base = configs.defaults()
+  budgets = sweep_lib.token_budgets(base, [1e6, 2e6])
+  assert [t.overrides['train.steps'] for t in budgets] == [122, 244]  # 1e6 / (32 x 256)
+  with pytest.raises(ValueError, match=r"both set \['optim.lr'\]"):
+    sweep_lib.cross(lrs, lrs)
+  with pytest.raises(ValueError, match='different lengths'):
+    sweep_lib.zip_trials(sizes, lrs[:1])
+  with pytest.raises(ValueError, match="unknown model preset 'ladder-7x7'"):
+    sweep_lib.model_sizes(['ladder-7x7'])
+
+
+def test_bad_sweeps_are_refused():
+  base = configs.defaults()
+  with pytest.raises(configs.ConfigError, match="trial name 'a' is used by 2 trials"):
+    sweep_lib.check_names([sweep_lib.Trial('a', {}), sweep_lib.Trial('a', {})])
+  with pytest.raises(configs.ConfigError, match='not a valid folder name'):
+    sweep_lib.check_names([sweep_lib.Trial('a/b', {})])
+  with pytest.raises(configs.ConfigError, match=r"trial 'x': override optim.lrr=0.1: unknown key"):
+    sweep_lib.trial_config(base, sweep_lib.Trial('x', {'optim.lrr': 0.1}))
+  bad = runner.Sweep('inline', base, [sweep_lib.Trial('ok', {}),
+                                      sweep_lib.Trial('neg', {'train.steps': -1})])
+  with pytest.raises(configs.ConfigError, match=r"trial 'neg':\n  config.train.steps: must be "
+                                                r"positive"):
+    runner.build_all(bad, num_devices=1)
+  with pytest.raises(ValueError, match='no size gets 50 steps'):
+    sweep_lib.isoflop(base, [1e3], sweep_lib.model_sizes(['ladder-64x2']))
+
+
+def _sweep_cli(workdir, *args):
+  return subprocess.run([sys.executable, '-m', 'llmjax.sweep', f'--config={TINY}',
+                         f'--workdir={workdir}', *args], cwd=ROOT, capture_output=True,
+                        text=True, timeout=600)
+
+
+def test_tiny_sweep_end_to_end_and_resume(tmp_path):
+  """The CLI runs part of a sweep; a rerun runs only what is missing; an interrupted trial
+  resumes from its checkpoint to the same result; the table has every trial."""
+  workdir = tmp_path / 'sweep'
+  first = _sweep_cli(workdir, '--only=C3e9_*')
+  assert first.returncode == 0, first.stderr[-3000:]
+  table = pd.read_csv(workdir / 'results.csv')
+  assert list(table.status) == ['done'] * 3 + ['pending'] * 3
+
+  # Interrupt one finished trial after the fact: drop its checkpoints past step 20.
+  victim = runner.trial_dir(workdir, 'C3e9_48x1')
+  uninterrupted = table.set_index('name').loc['C3e9_48x1', 'eval_loss']
+  for step in (victim / 'checkpoints').iterdir():
+    if step.name.isdigit() and int(step.name) > 20:
+      shutil.rmtree(step)
+  status = json.loads((victim / 'trial.json').read_text())
+  (victim / 'trial.json').write_text(json.dumps({**status, 'status': 'running'}))
+  before = {name: runner.read_status(workdir, name) for name in ('C3e9_32x1', 'C3e9_64x1')}
+
+  second = _sweep_cli(workdir)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert '4 to run' in second.stdout
+  for name, status in before.items():  # finished trials were not run again
+    assert runner.read_status(workdir, name) == status
+  resumed = runner.read_status(workdir, 'C3e9_48x1')
+  assert resumed['status'] == 'done' and resumed['attempts'] == 2
+  table = results.load(workdir)
+  assert list(table.status) == ['done'] * 6
+  row = table.set_index('name').loc['C3e9_48x1']
+  np.testing.assert_allclose(row.eval_loss, uninterrupted, rtol=1e-6)  # resumed = uninterrupted
+  assert row.steps_done == row.steps == 60
+  assert (table.N > 0).all() and (table.C > 0).all() and table.eval_loss.notna().all()
+  assert np.allclose(table.C, table.budget, rtol=0.02)
+  np.testing.assert_allclose(table.data_optimal_loss, 1.497632, rtol=1e-5)
+  assert table.git_commit.str.len().min() >= 40 and table.config_hash.nunique() == 6
+  assert (table.eval_loss > table.data_optimal_loss).all()  # no model beats the entropy
+
+  listing = _sweep_cli(workdir, '--dry_run')
+  assert listing.returncode == 0 and listing.stdout.count(' done') == 6
+
+
+def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
+  sw = _load(TINY)
+  trials = [sweep_lib.Trial('nan', {**sw.trials[0].overrides, 'train.inject_nan_at_step': 3}),
+            sweep_lib.Trial('fine', dict(sw.trials[0].overrides))]
+  sw = runner.Sweep(sw.config_file, sw.base, trials)
+  runner.write_manifest(tmp_path, sw, [])
+  statuses = runner.run(tmp_path, sw, runner.build_all(sw, jax.device_count()), sw.trials)
+  assert statuses == {'nan': 'failed', 'fine': 'done'}
+  table = results.collect(tmp_path)
+  failed = table.set_index('name').loc['nan']
+  assert 'non-finite training loss' in failed.error and 'step 3' in failed.error
+
+  # Editing a trial that already ran is refused rather than mixing two configs in one folder.
+  edited = runner.Sweep(sw.config_file, sw.base, [sweep_lib.Trial(
+      'fine', {**trials[1].overrides, 'optim.lr': 1e-2})])
+  with pytest.raises(configs.ConfigError, match="trial 'fine' in .* was run with a different"):
+    runner.run(tmp_path, edited, {'fine': runner.build_all(edited, jax.device_count())['fine']},
+               edited.trials)
+
+
+def test_cli_refuses_bad_arguments(tmp_path):
+  bad_index = _sweep_cli(tmp_path, '--trial_index=6')
+  assert bad_index.returncode == 2
+  assert '--trial_index=6: the sweep has 6 trials (0 to 5)' in bad_index.stderr
+  bad_only = _sweep_cli(tmp_path, '--only=nope')
+  assert bad_only.returncode == 2 and "no trial matches ['nope']" in bad_only.stderr
+  no_sweep = subprocess.run([sys.executable, '-m', 'llmjax.sweep',
+                             f'--config={ROOT / "experiments" / "base.py"}', '--dry_run'],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert no_sweep.returncode == 2 and 'has no get_sweep()' in no_sweep.stderr
