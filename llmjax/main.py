@@ -1,4 +1,10 @@
-"""Command line: python -m llmjax.main --config experiments/base.py [--config.a.b=v] [--workdir DIR]."""
+"""Command line: python -m llmjax.main --config experiments/base.py [--config.a.b=v] [--workdir DIR].
+
+Multi-host: every process runs the same command, plus --coordinator_address,
+--num_processes and --process_id where the cluster is not detected (see
+llmjax/distributed.py and launch/). --compile_only compiles the train step for
+the config's mesh and reports memory per device, without data or a workdir.
+"""
 
 import datetime
 import json
@@ -9,12 +15,28 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from llmjax import configs, train
+from llmjax import aot, configs, distributed, sharding, train
 from llmjax.data.sources import DataError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment file with get_config().',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder; default: a new one under runs/.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', '', 'host:port of process 0 in a '
+                                   'multi-process run; default: $JAX_COORDINATOR_ADDRESS, or '
+                                   'detected on SLURM and Cloud TPU.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Processes in the run; 0: '
+                                      '$JAX_NUM_PROCESSES, or detected.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', -1, "This process's index; -1: "
+                                   '$JAX_PROCESS_ID, or detected.')
+_INIT_TIMEOUT = flags.DEFINE_integer('initialization_timeout', 300, 'Seconds to wait for all '
+                                     'processes to connect.')
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer('heartbeat_timeout', 100, 'Seconds without a '
+                                          'heartbeat after which a process counts as dead and '
+                                          'the others abort.')
+_COMPILE_ONLY = flags.DEFINE_bool('compile_only', False, 'Compile the train step for the '
+                                  "config's mesh, print memory per device, and exit.")
+_NUM_FAKE_DEVICES = flags.DEFINE_integer('num_fake_devices', 0, 'Run on this many CPU devices '
+                                         '(e.g. shaped like a target pod, with --compile_only).')
 
 
 def _default_workdir(config_path: str) -> pathlib.Path:
@@ -37,21 +59,43 @@ def _resume_problem(workdir: pathlib.Path, resolved: dict) -> str | None:
   return None
 
 
+def _join_processes() -> None:
+  """Connects to the run's other processes, if any; every process names its devices."""
+  try:
+    how = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                 _INIT_TIMEOUT.value, _HEARTBEAT_TIMEOUT.value)
+  except ValueError as e:
+    print(f'llmjax: {e}', file=sys.stderr)
+    sys.exit(2)
+  print(f'{distributed.device_report()} [{how}]', flush=True)
+
+
 def main(argv):
   del argv
   if _CONFIG.value is None:
     sys.exit('llmjax: --config is required, e.g. --config experiments/base.py')
+  if _NUM_FAKE_DEVICES.value:  # must precede JAX's first use of a device
+    jax.config.update('jax_platforms', 'cpu')
+    jax.config.update('jax_num_cpu_devices', _NUM_FAKE_DEVICES.value)
+  if not _COMPILE_ONLY.value:
+    _join_processes()
   try:
     exp = configs.build(_CONFIG.value, jax.device_count())
   except configs.ConfigError as e:
     print(f'llmjax: invalid config:\n{e}', file=sys.stderr)
     sys.exit(2)
+  if _COMPILE_ONLY.value:
+    mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor,
+                              dcn_data=exp.mesh.dcn_data)
+    print(aot.format_report(exp, mesh, aot.memory_report(exp, mesh)))
+    return
   workdir = pathlib.Path(_WORKDIR.value or _default_workdir(flags.FLAGS['config'].config_filename))
   problem = _resume_problem(workdir, configs.as_dict(exp))
   if problem:
     print(f'llmjax: {problem}', file=sys.stderr)
     sys.exit(2)
-  print(f'llmjax: workdir {workdir}')
+  if jax.process_index() == 0:
+    print(f'llmjax: workdir {workdir}')
   try:
     train.run(exp, workdir, configs.as_dict(exp))
   except DataError as e:  # raised while opening the data, before the workdir exists

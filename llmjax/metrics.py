@@ -90,7 +90,8 @@ class Progress:
     self._bar.update(step - self._bar.n)
 
   def write(self, text: str) -> None:
-    self._bar.write(text, file=sys.stderr)
+    if not self._bar.disable:
+      self._bar.write(text, file=sys.stderr)
 
   def close(self) -> None:
     self._bar.close()

@@ -4,7 +4,8 @@ Parameters are created with logical axis names (`embed`, `mlp`, ...); activation
 are constrained with logical names too (`batch`, `act_embed`, ...). Only the rules
 table, a config value, says which mesh axis each name is split over. The mesh
 has three axes:
-  data    pure data parallelism (parameters replicated)
+  data    pure data parallelism (parameters replicated); with `dcn_data` > 1 its
+          outer part spans slices or hosts joined by the slower data-center network
   fsdp    data parallelism with parameters and optimizer state sharded (ZeRO-3)
   tensor  tensor (model) parallelism over heads, MLP width and vocabulary
 """
@@ -18,6 +19,7 @@ import jax
 import numpy as np
 from flax import nnx
 from flax.core import spmd
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
@@ -55,15 +57,49 @@ class MeshConfig:
   data: int = -1  # data-parallel ways; -1 takes the devices left over
   fsdp: int = 1  # fully-sharded data-parallel ways
   tensor: int = 1  # tensor-parallel ways
+  dcn_data: int = 1  # of the data ways, how many span slices/hosts (DCN); 1: one ICI domain
   rules: tuple = DEFAULT_RULES  # logical axis name -> mesh axis (or axes, or None)
 
 
-def make_mesh(data: int, fsdp: int, tensor: int, devices=None) -> Mesh:
-  """A (data, fsdp, tensor) mesh over all devices; one size may be -1 (fills the rest)."""
+def make_mesh(data: int, fsdp: int, tensor: int, devices=None, dcn_data: int = 1) -> Mesh:
+  """A (data, fsdp, tensor) mesh over all devices; one size may be -1 (fills the rest).
+
+  With `dcn_data` > 1 the data axis is split into that many groups of whole
+  slices (TPU multislice), else whole processes (one per host), and only the
+  data axis crosses groups: fsdp and tensor collectives stay on the fast
+  interconnect. In one process (CPU tests) the devices are split into equal
+  groups, which gives the same mesh as `dcn_data` = 1.
+  """
   devices = jax.devices() if devices is None else devices
   shape = resolve_mesh_shape((data, fsdp, tensor), len(devices))
   axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
-  return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+  if dcn_data == 1:
+    return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+  if dcn_data < 1 or shape[0] % dcn_data:
+    raise ValueError(f'mesh.dcn_data={dcn_data} must be a positive divisor of the data axis '
+                     f'({shape[0]})')
+  per_group = (shape[0] // dcn_data, *shape[1:])
+  groups = [mesh_utils.create_device_mesh(per_group, group, allow_split_physical_axes=True)
+            for group in _dcn_groups(devices, dcn_data)]
+  return Mesh(np.concatenate(groups, axis=0), MESH_AXES, axis_types=axis_types)
+
+
+def _dcn_groups(devices, num_groups: int) -> list[list]:
+  """Devices split into `num_groups` groups of whole granules (slices, else processes)."""
+  slices = {getattr(d, 'slice_index', 0) for d in devices}
+  granule = ((lambda d: d.slice_index) if len(slices) > 1 else (lambda d: d.process_index))
+  ordered = sorted(devices, key=lambda d: (granule(d), d.id))
+  num_granules = len({granule(d) for d in devices})
+  if num_granules > 1 and num_granules % num_groups:
+    kind = 'slices' if len(slices) > 1 else 'processes'
+    raise ValueError(f'mesh.dcn_data={num_groups} does not divide the {num_granules} {kind}')
+  size = len(ordered) // num_groups
+  groups = [ordered[i * size:(i + 1) * size] for i in range(num_groups)]
+  if num_granules > 1 and any(len({granule(d) for d in g}) != num_granules // num_groups
+                              for g in groups):
+    raise ValueError(f'mesh.dcn_data={num_groups}: the {num_granules} slices or processes '
+                     f'have different numbers of devices')
+  return groups
 
 
 def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from llmjax import checkpoint, flops, generate, metrics, optim, sharding
+from llmjax import checkpoint, distributed, flops, generate, metrics, optim, sharding
 from llmjax.data import pipeline
 from llmjax.data.sources import Corpus
 from llmjax.model.config import ModelConfig
@@ -164,10 +164,23 @@ def evaluate(eval_fn, params, batches: list[dict], data_sharding) -> dict[str, f
           'eval/bits_per_byte': float(nll) / math.log(2) / num_bytes}
 
 
+def jit_train_step(exp: 'Experiment', graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
+                   state_shardings, batch_sharding):
+  """The train step, jitted with explicit shardings; the old state's buffers are donated."""
+  return jax.jit(
+      functools.partial(train_step, graphdef=graphdef, tx=tx,
+                        num_microbatches=exp.train.microbatches, z_loss=exp.train.z_loss,
+                        inject_nan_at_step=exp.train.inject_nan_at_step),
+      in_shardings=(state_shardings, batch_sharding),
+      out_shardings=(state_shardings, None), donate_argnums=0)
+
+
+@distributed.stdout_from_process_zero()
 def run(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict) -> dict[str, float]:
   """Trains `exp` in `workdir`, resuming from its newest usable checkpoint; returns the
-  last metrics."""
-  mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor)
+  last metrics. Every process of a multi-host run calls this."""
+  mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor,
+                            dcn_data=exp.mesh.dcn_data)
   rules = exp.mesh.rules
   data = pipeline.load(exp.data)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -195,13 +208,7 @@ def run(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict) -> dict
       state = restored[1]
       print(f'llmjax: resuming from {ckpt.directory / str(restored[0])}')
     batch_sharding = sharding.data_sharding(mesh, rules)
-    # Compiled once here with explicit shardings; the old state's buffers are donated.
-    step_fn = jax.jit(
-        functools.partial(train_step, graphdef=graphdef, tx=tx,
-                          num_microbatches=exp.train.microbatches, z_loss=exp.train.z_loss,
-                          inject_nan_at_step=exp.train.inject_nan_at_step),
-        in_shardings=(state_shardings, batch_sharding),
-        out_shardings=(state_shardings, None), donate_argnums=0)
+    step_fn = jit_train_step(exp, graphdef, tx, state_shardings, batch_sharding)
     eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef),
                       in_shardings=(state_shardings.params, batch_sharding))
     try:
@@ -281,13 +288,13 @@ def _loop(exp, workdir, resolved_config, data: Corpus, state, step_fn, eval_fn, 
                  f'per device ({peak_source}), {jax.device_count()} device(s), '
                  f'data {data.fingerprint}')
   throughput = _Throughput(tokens_per_step)
-  train_batches = iter(pipeline.train_dataset(data, dcfg, jax.process_index(),
-                                              jax.process_count()))
+  rows = distributed.batch_slice(batch_sharding, dcfg.global_batch_size)  # (slice, slices)
+  train_batches = iter(pipeline.train_dataset(data, dcfg, *rows))
   counts = {'tokens_seen': 0, 'unique_tokens_seen': 0, 'epoch': 0}  # exact, global
   if data_state is not None:
     pipeline.restore_state(train_batches, data_state['iterator'])
     counts = data_state['counts']
-  eval_rows = pipeline.eval_batches(data, dcfg, jax.process_index(), jax.process_count())
+  eval_rows = pipeline.eval_batches(data, dcfg, *rows)
   preemption = _Preemption()
 
   def log(pending) -> dict[str, float]:
@@ -363,11 +370,12 @@ def _loop(exp, workdir, resolved_config, data: Corpus, state, step_fn, eval_fn, 
     return last
   print(f'step {cfg.steps}: train loss {last["loss"]:.4f}, eval loss {last["eval/loss"]:.4f} '
         f'nats/token, {last["eval/bits_per_byte"]:.4f} bits/byte')
-  if cfg.sample_tokens > 0 and jax.process_index() == 0:
+  if cfg.sample_tokens > 0:  # every process takes part: the parameters span all of them
     text = generate.sample_text(nnx.merge(graphdef, state.params), data.tokenizer,
                                 cfg.sample_prompt, cfg.sample_tokens, cfg.sample_temperature,
                                 seed=cfg.seed)
-    (workdir / 'sample.txt').write_text(text)
+    if jax.process_index() == 0:
+      (workdir / 'sample.txt').write_text(text)
     print(f'--- sample ---\n{text}\n--------------')
   writer.close()
   return last

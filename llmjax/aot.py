@@ -1,0 +1,93 @@
+"""Ahead-of-time compilation of the train step for a mesh, and its memory per device.
+
+  python -m llmjax.main --config experiments/base.py --config.model.preset=llama3.2-1b \
+      --compile_only --num_fake_devices=64 --config.mesh.fsdp=16 --config.mesh.tensor=4
+
+checks on any machine that a run's shardings compile for a 64-chip pod and how
+much memory each chip needs, without reading data or writing a workdir. The
+parameter and optimizer-state bytes come from their shardings (exact for any
+platform); activations and temporaries come from XLA's analysis of the program
+compiled for the platform at hand, so on fake CPU devices they estimate an
+accelerator's (XLA's fusion and layouts differ by platform).
+"""
+
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+
+from llmjax import flops, optim, sharding, train
+from llmjax.configs import Experiment
+from llmjax.data.pipeline import DataConfig
+
+GIB = 1024**3
+
+
+def abstract_batch(cfg: DataConfig, batch_sharding) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shapes, dtypes and sharding of a global training batch, as the pipeline makes it."""
+  shape = (cfg.global_batch_size, cfg.seq_len)
+  dtypes = {'inputs': jnp.int32, 'targets': jnp.int32, 'positions': jnp.int32,
+            'segment_ids': jnp.int32, 'weights': jnp.float32}
+  return {k: jax.ShapeDtypeStruct(shape, d, sharding=batch_sharding) for k, d in dtypes.items()}
+
+
+def compile_train_step(exp: Experiment, mesh: jax.sharding.Mesh):
+  """(compiled train step, abstract state with its shardings); allocates no state."""
+  tx, _ = optim.make(exp.optim, exp.model, exp.train.steps)
+  rules = exp.mesh.rules
+  with sharding.activation_rules(mesh, rules):
+    graphdef, abstract, shardings = train.abstract_state(exp.model, tx, exp.train.seed, mesh,
+                                                         rules)
+    state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                         abstract, shardings)
+    batch_sharding = sharding.data_sharding(mesh, rules)
+    step_fn = train.jit_train_step(exp, graphdef, tx, shardings, batch_sharding)
+    compiled = step_fn.lower(state, abstract_batch(exp.data, batch_sharding)).compile()
+  return compiled, state
+
+
+def bytes_per_device(tree) -> int:
+  """Bytes of one device's shard of every array in `tree` (ShapeDtypeStructs with
+  shardings); shards are equal because the sharding rules only split evenly."""
+  return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
+             for x in jax.tree.leaves(tree))
+
+
+def memory_report(exp: Experiment, mesh: jax.sharding.Mesh) -> dict[str, float]:
+  """Bytes per device of the train step on `mesh`, and the compile time."""
+  start = time.perf_counter()
+  compiled, state = compile_train_step(exp, mesh)
+  stats = compiled.memory_analysis()
+  donated = stats.alias_size_in_bytes  # the new state reuses the old state's buffers
+  return {
+      'params_bytes': bytes_per_device(state.params),
+      'optimizer_bytes': bytes_per_device(state.opt_state),
+      'arguments_bytes': stats.argument_size_in_bytes,
+      'temp_bytes': stats.temp_size_in_bytes,
+      'outputs_not_donated_bytes': stats.output_size_in_bytes - donated,
+      'code_bytes': stats.generated_code_size_in_bytes,
+      'peak_bytes': (stats.argument_size_in_bytes + stats.output_size_in_bytes - donated +
+                     stats.temp_size_in_bytes),
+      'compile_s': time.perf_counter() - start,
+  }
+
+
+def format_report(exp: Experiment, mesh: jax.sharding.Mesh, report: dict[str, float]) -> str:
+  params = flops.param_counts(exp.model)['total']
+  rows_per_device = exp.data.global_batch_size // sharding.data_parallel_size(
+      dict(mesh.shape), exp.mesh.rules)
+  lines = [
+      f'llmjax: compiled the train step of {params:,} parameters on {mesh.size} '
+      f'{mesh.devices.flat[0].platform} devices, mesh {dict(mesh.shape)}, '
+      f'{rows_per_device} x {exp.data.seq_len} tokens per device, in '
+      f'{report["compile_s"]:.1f} s',
+      'memory per device (GiB):',
+      f'  parameters                 {report["params_bytes"] / GIB:9.3f}',
+      f'  optimizer state            {report["optimizer_bytes"] / GIB:9.3f}',
+      f'  state and batch (inputs)   {report["arguments_bytes"] / GIB:9.3f}',
+      f'  activations and temporaries{report["temp_bytes"] / GIB:9.3f}',
+      f'  outputs not donated        {report["outputs_not_donated_bytes"] / GIB:9.3f}',
+      f'  peak (inputs + outputs + temporaries) {report["peak_bytes"] / GIB:.3f}',
+  ]
+  return '\n'.join(lines)

@@ -1,0 +1,156 @@
+"""Multi-process runs on one machine (launch/local.sh): same losses as one process,
+checkpoints that resume with another process count, a dead process stopping the
+rest; process-group settings; hybrid (DCN) meshes."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import types
+
+import jax
+import numpy as np
+import pytest
+
+from llmjax import distributed, sharding
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LOCAL = str(ROOT / 'launch/local.sh')
+# Tiny model, synthetic data with a 9-batch held-out split, no sample; checkpoints
+# at steps 10 and 20; a mesh whose batch axis spans the process boundary.
+FLAGS = ['--config.data.source=synthetic:vocab=64,doc_len=64', '--config.train.sample_tokens=0',
+         '--config.train.eval_every=1000', '--config.train.log_every=1',
+         '--config.checkpoint.keep_log_spaced=False', '--config.checkpoint.every_steps=10',
+         '--config.mesh.fsdp=2']
+
+
+def _local(num_processes: int, devices: int, workdir, *flags, wait=True):
+  env = {**os.environ, 'PYTHON': sys.executable, 'LLMJAX_DEVICES_PER_PROCESS': str(devices),
+         'LLMJAX_LOG_DIR': str(workdir) + '-logs', 'LLMJAX_STOP_GRACE_S': '5'}
+  cmd = [LOCAL, str(num_processes), str(ROOT / 'experiments/base.py:tiny'),
+         f'--workdir={workdir}', *FLAGS, *flags]
+  if not wait:
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+  proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  logs = ''.join(p.read_text()[-3000:] for p in sorted(pathlib.Path(f'{workdir}-logs').iterdir()))
+  assert proc.returncode == 0, proc.stderr[-2000:] + logs
+  return proc
+
+
+def _losses(workdir) -> dict[int, float]:
+  records = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return {r['step']: r['loss'] for r in records if 'loss' in r}
+
+
+def test_two_processes_match_one_and_their_checkpoint_resumes_in_one(tmp_path):
+  _local(1, 4, tmp_path / 'one')
+  two = _local(2, 2, tmp_path / 'two')
+  logs = [(tmp_path / f'two-logs/process_{i}.log').read_text() for i in range(2)]
+  for i, log in enumerate(logs):  # every process names its devices, only process 0 prints
+    assert f'llmjax: process {i} of 2 on ' in log and '2 of 4 devices' in log, log[-2000:]
+  assert 'step 20: train loss' in logs[0] and 'step 20: train loss' not in logs[1]
+  assert 'all 2 processes finished' in two.stdout
+  expected, got = _losses(tmp_path / 'one'), _losses(tmp_path / 'two')
+  assert sorted(got) == list(range(1, 21))
+  np.testing.assert_allclose([got[s] for s in expected], list(expected.values()), rtol=1e-5)
+
+  # The 2-process checkpoint of step 10 continues in 1 process to the same losses.
+  shutil.rmtree(tmp_path / 'two/checkpoints/20')
+  _local(1, 4, tmp_path / 'two')
+  assert 'resuming from' in (tmp_path / 'two-logs/process_0.log').read_text()
+  got = _losses(tmp_path / 'two')
+  assert sorted(got) == list(range(1, 21))
+  np.testing.assert_allclose([got[s] for s in expected], list(expected.values()), rtol=1e-5)
+
+
+def test_a_dead_process_stops_the_others_with_a_message(tmp_path):
+  proc = _local(2, 2, tmp_path / 'run', '--config.train.steps=100000', '--heartbeat_timeout=10',
+                wait=False)
+  pids = {}
+  deadline = time.time() + 180
+  while len(pids) < 2 and time.time() < deadline:  # 'llmjax local: process I: pid P log ...'
+    words = proc.stdout.readline().split()
+    if words[:2] == ['llmjax', 'local:']:
+      pids[int(words[3].rstrip(':'))] = int(words[5])
+  metrics = tmp_path / 'run/metrics.jsonl'
+  while time.time() < deadline and not (metrics.exists() and len(_losses(tmp_path / 'run')) > 2):
+    time.sleep(0.2)
+  os.kill(pids[1], signal.SIGKILL)
+  killed = time.time()
+  _, err = proc.communicate(timeout=90)
+  assert proc.returncode != 0
+  assert time.time() - killed < 30
+  assert 'process 1 (pid' in err and 'failed with exit status 137; stopping the others' in err
+  with pytest.raises(ProcessLookupError):
+    os.kill(pids[0], 0)
+
+
+def test_process_group_comes_from_flags_then_environment(monkeypatch):
+  for var in distributed.ENV_VARS.values():
+    monkeypatch.delenv(var, raising=False)
+  with pytest.raises(ValueError, match=r'missing: --num_processes \(JAX_NUM_PROCESSES\), '
+                                       r'--process_id \(JAX_PROCESS_ID\)'):
+    distributed.initialize(coordinator_address='localhost:1234')
+  monkeypatch.setenv('JAX_NUM_PROCESSES', '2')
+  monkeypatch.setenv('JAX_PROCESS_ID', '2')
+  with pytest.raises(ValueError, match=r'process_id=2 must be in 0 .. num_processes - 1 = 1'):
+    distributed.initialize(coordinator_address='localhost:1234')
+  with pytest.raises(ValueError, match=r"coordinator_address='localhost' must be host:port"):
+    distributed.initialize(coordinator_address='localhost', process_id=0)
+  # One process needs no coordinator: nothing is started.
+  assert distributed.initialize('localhost:1234', num_processes=1, process_id=0) == \
+      'single process'
+  assert not jax.distributed.is_initialized()
+
+
+def test_cluster_detection_from_the_environment(monkeypatch):
+  for var in ('SLURM_STEP_NODELIST', 'SLURM_NTASKS', 'OMPI_MCA_orte_hnp_uri',
+              'OMPI_COMM_WORLD_SIZE'):
+    monkeypatch.delenv(var, raising=False)
+  assert distributed.detect_cluster() is None
+  monkeypatch.setenv('SLURM_STEP_NODELIST', 'node[1-2]')
+  monkeypatch.setenv('SLURM_NTASKS', '1')
+  assert distributed.detect_cluster() is None  # a single-task step is one process
+  monkeypatch.setenv('SLURM_NTASKS', '16')
+  assert distributed.detect_cluster() == 'slurm'
+  monkeypatch.delenv('SLURM_STEP_NODELIST')
+  monkeypatch.setenv('OMPI_MCA_orte_hnp_uri', '123.0;tcp://10.0.0.1:4000')
+  monkeypatch.setenv('OMPI_COMM_WORLD_SIZE', '4')
+  assert distributed.detect_cluster() == 'open mpi'
+
+
+def test_batch_slice_of_one_process_is_the_whole_batch():
+  mesh = sharding.make_mesh(2, 2, 2)
+  assert distributed.batch_slice(sharding.data_sharding(mesh, sharding.DEFAULT_RULES), 8) == \
+      (0, 1)
+
+
+def test_dcn_mesh_in_one_process_equals_the_plain_mesh():
+  plain = sharding.make_mesh(4, 2, 1)
+  hybrid = sharding.make_mesh(-1, 2, 1, dcn_data=2)
+  assert hybrid.axis_names == plain.axis_names
+  assert (hybrid.devices == plain.devices).all()
+  with pytest.raises(ValueError, match=r'mesh.dcn_data=3 must be a positive divisor of the '
+                                       r'data axis \(4\)'):
+    sharding.make_mesh(-1, 2, 1, dcn_data=3)
+
+
+def _fake_devices(processes: int, per_process: int, slices: int = 1):
+  per_slice = processes * per_process // slices
+  return [types.SimpleNamespace(id=i, process_index=i // per_process,
+                                slice_index=i // per_slice)
+          for i in range(processes * per_process)]
+
+
+def test_dcn_groups_are_whole_processes_or_slices():
+  groups = sharding._dcn_groups(_fake_devices(4, 2)[::-1], 2)  # any input order
+  assert [{d.process_index for d in g} for g in groups] == [{0, 1}, {2, 3}]
+  groups = sharding._dcn_groups(_fake_devices(4, 2, slices=2), 2)
+  assert [{d.slice_index for d in g} for g in groups] == [{0}, {1}]
+  with pytest.raises(ValueError, match=r'mesh.dcn_data=3 does not divide the 4 processes'):
+    sharding._dcn_groups(_fake_devices(4, 3), 3)
