@@ -25,7 +25,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from llmjax.convert import hf
+
 NONFINITE_POLICIES = ('halt', 'skip')
+HF_PREFIX = 'hf:'  # init_from a Hugging Face folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,14 +162,32 @@ class Checkpointer:
 
 
 def restore_params(spec: str, abstract_state):
-  """Parameters of another run's checkpoint, for a warm start: `spec` is that run's
-  workdir (or its checkpoints folder), optionally with `:STEP` (default: newest).
+  """Parameters for a warm start, placed as `abstract_state.params` says (shapes, dtypes,
+  shardings), and where they came from. `spec` is another run's workdir (or its
+  checkpoints folder), optionally with `:STEP` (default: newest), or `hf:PATH`, a
+  Hugging Face GPT-2 or Llama folder.
 
-  The other run must have the same model; its optimizer state is not used.
+  The source must have the same model (`check_init_from`). Only parameters are
+  read, so the other run's optimizer may differ.
   """
+  if spec.startswith(HF_PREFIX):
+    folder = pathlib.Path(spec[len(HF_PREFIX):]).expanduser().resolve()
+    return hf.params_like(folder, abstract_state.params), folder
   source = find_step(spec)
-  restored = ocp.StandardCheckpointer().restore(source / 'state', abstract_state)
-  return restored.params, source
+  item = {'params': abstract_state.params}
+  restored = ocp.PyTreeCheckpointer().restore(source / 'state', args=ocp.args.PyTreeRestore(
+      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+      partial_restore=True))
+  return restored['params'], source
+
+
+def check_init_from(spec: str, model_cfg) -> None:
+  """Raises FileNotFoundError or ValueError unless `spec` (see `restore_params`) can
+  initialize a model of `model_cfg`; reads no parameters."""
+  if spec.startswith(HF_PREFIX):
+    hf.check_warm_start(pathlib.Path(spec[len(HF_PREFIX):]).expanduser(), model_cfg)
+  else:
+    find_step(spec)
 
 
 def find_step(spec: str) -> pathlib.Path:

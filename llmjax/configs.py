@@ -38,7 +38,7 @@ class Experiment:
   mesh: MeshConfig
   metrics: MetricsConfig
   checkpoint: CheckpointConfig
-  init_from: str = ''  # warm start from another run's checkpoint: WORKDIR[:STEP]
+  init_from: str = ''  # warm start: another run's WORKDIR[:STEP], or hf:PATH
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Experiment)
@@ -228,8 +228,8 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
   _check_mesh(exp, num_devices, errors)
   if exp.init_from:
     try:
-      checkpoint.find_step(exp.init_from)
-    except FileNotFoundError as e:
+      checkpoint.check_init_from(exp.init_from, exp.model)
+    except (FileNotFoundError, ValueError) as e:
       errors.append(f'config.init_from: {e}')
 
 

@@ -207,6 +207,18 @@ def _tokenizer_sources(tokenizer_dir) -> dict[str, pathlib.Path]:
   return files
 
 
+def check_export(cfg: ModelConfig, out_dir, overwrite: bool = False,
+                 dtype: str = 'float32') -> None:
+  """Raises unless a model of `cfg` can be written to `out_dir` (see `save_hf`)."""
+  if dtype not in DTYPES:
+    raise ValueError(f'dtype {dtype!r}; choose one of {", ".join(DTYPES)}')
+  config_to_hf(cfg, dtype)
+  out = pathlib.Path(out_dir)
+  if out.exists() and any(out.iterdir()) and not overwrite:
+    raise FileExistsError(f'{out} is not empty; choose another folder or overwrite it '
+                          f'(overwrite=True, --overwrite)')
+
+
 def save_hf(model: Transformer, out_dir, tokenizer_dir=None, overwrite: bool = False,
             dtype: str = 'float32') -> pathlib.Path:
   """Writes `model` as a Hugging Face folder (GPT2LMHeadModel or LlamaForCausalLM).
@@ -222,17 +234,13 @@ def save_hf(model: Transformer, out_dir, tokenizer_dir=None, overwrite: bool = F
     FileExistsError for a non-empty `out_dir`, both before writing anything.
   """
   cfg, out = model.cfg, pathlib.Path(out_dir)
-  if dtype not in DTYPES:
-    raise ValueError(f'dtype {dtype!r}; choose one of {", ".join(DTYPES)}')
+  check_export(cfg, out, overwrite, dtype)
   tokenizer_files = _tokenizer_sources(tokenizer_dir) if tokenizer_dir else {}
   eos = None
   if 'tokenizer.json' in tokenizer_files:
     eos = _fitting_tokenizer(tokenizer_files['tokenizer.json'], cfg.vocab_size).eot_id
   hf_config = config_to_hf(cfg, dtype, eos)
-  if out.exists() and any(out.iterdir()):
-    if not overwrite:
-      raise FileExistsError(f'{out} is not empty; choose another folder or overwrite it '
-                            f'(overwrite=True, --overwrite)')
+  if overwrite and out.exists():
     for stale in [*out.glob('*.safetensors'), out / INDEX]:  # never mix in old shards
       stale.unlink(missing_ok=True)
   params = jax.device_get(nnx.state(model, nnx.Param).to_pure_dict())

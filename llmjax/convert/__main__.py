@@ -1,0 +1,47 @@
+"""Command line: convert between Hugging Face folders and llmjax run folders.
+
+  python -m llmjax.convert hf-to-llmjax --hf_dir PATH --out WORKDIR [--dtype bfloat16]
+writes a run folder to start training from (--config.init_from=WORKDIR) or to
+sample from; training can also start from the HF folder itself
+(--config.init_from=hf:PATH).
+  python -m llmjax.convert llmjax-to-hf --workdir RUN [--step N] --out HF_DIR [--overwrite]
+writes a folder that transformers' AutoModelForCausalLM.from_pretrained loads.
+Bad input exits with status 2 and a message.
+"""
+
+import argparse
+import sys
+
+from llmjax.convert import run_folder
+from llmjax.model.config import DTYPES
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m llmjax.convert')
+  sub = parser.add_subparsers(dest='command', required=True)
+  to_llmjax = sub.add_parser('hf-to-llmjax', help='a Hugging Face folder -> an llmjax run folder')
+  to_llmjax.add_argument('--hf_dir', required=True, help='config.json, *.safetensors, tokenizer')
+  to_llmjax.add_argument('--out', required=True, help='the new run folder (absent or empty)')
+  to_llmjax.add_argument('--dtype', default='float32', choices=DTYPES, help='parameter dtype')
+  to_hf = sub.add_parser('llmjax-to-hf', help='an llmjax run folder -> a Hugging Face folder')
+  to_hf.add_argument('--workdir', required=True, help='the run folder')
+  to_hf.add_argument('--step', type=int, default=None, help='checkpoint step; default: newest')
+  to_hf.add_argument('--out', required=True, help='the Hugging Face folder to write')
+  to_hf.add_argument('--overwrite', action='store_true', help='replace files in a non-empty --out')
+  to_hf.add_argument('--dtype', default='float32', choices=DTYPES, help='dtype of the tensors')
+  args = parser.parse_args(argv)
+  try:
+    if args.command == 'hf-to-llmjax':
+      step = run_folder.hf_to_run(args.hf_dir, args.out, args.dtype)
+      print(f'wrote {step}; start a run from it with --config.init_from={args.out}')
+    else:
+      out = run_folder.run_to_hf(args.workdir, args.out, args.step, args.overwrite, args.dtype)
+      print(f'wrote {out}')
+  except (ValueError, FileNotFoundError, FileExistsError) as e:  # bad input, named by the error
+    print(f'llmjax.convert: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

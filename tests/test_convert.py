@@ -1,0 +1,285 @@
+"""Hugging Face interop: logits equal to transformers' after import and after export, exact
+round trips, the command line, warm starts from an HF folder, and bad inputs by message."""
+
+import dataclasses
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from safetensors.numpy import load_file, save_file
+
+torch = pytest.importorskip('torch')
+transformers = pytest.importorskip('transformers')
+
+from llmjax import checkpoint, configs, train  # noqa: E402
+from llmjax.convert import hf, hf_config  # noqa: E402
+from llmjax.convert.__main__ import main as convert_main  # noqa: E402
+from llmjax.data import pipeline  # noqa: E402
+from llmjax.model.config import ModelConfig  # noqa: E402
+from llmjax.model.transformer import Transformer  # noqa: E402
+
+VOCAB = 300
+TOKENS = np.random.default_rng(0).integers(0, VOCAB, (2, 16))
+# HF Llama in the shapes of a tiny llmjax run: GQA (4 query heads, 2 kv heads), untied.
+LLAMA = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+             rope_theta=500.0, tie_word_embeddings=False, bos_token_id=0, eos_token_id=0)
+GPT2 = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=64, bos_token_id=0,
+            eos_token_id=0)
+
+
+def _hf_model(kind: str, **overrides):
+  """A tiny random transformers model in float32, every parameter perturbed (norms at 1
+  and biases at 0, as initialized, would hide a misplaced norm or bias)."""
+  torch.manual_seed(0)
+  if kind == 'gpt2':
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**{**GPT2, **overrides}))
+  else:
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**LLAMA, **overrides}))
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(0.05 * torch.randn_like(p))
+  return model.eval()
+
+
+def _hf_logits(model, tokens) -> np.ndarray:
+  with torch.no_grad():
+    return model(torch.tensor(tokens)).logits.numpy()
+
+
+def _write_tokenizer(path, size: int) -> None:
+  """A word-level tokenizer.json of `size` tokens, the last one end-of-text."""
+  from tokenizers import Tokenizer, models, pre_tokenizers
+  vocab = {f't{i}': i for i in range(size - 1)} | {'<|endoftext|>': size - 1}
+  tokenizer = Tokenizer(models.WordLevel(vocab, unk_token='t0'))
+  tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+  tokenizer.add_special_tokens(['<|endoftext|>'])
+  tokenizer.save(str(path))
+
+
+def _saved(tmp_path, kind: str, **overrides):
+  """(transformers model, the folder it was saved to with safetensors)."""
+  model = _hf_model(kind, **overrides)
+  folder = tmp_path / f'hf_{kind}'
+  model.save_pretrained(folder, safe_serialization=True)
+  return model, folder
+
+
+@pytest.mark.parametrize('kind, overrides', [('gpt2', {}), ('llama', {}),
+                                             ('llama', {'tie_word_embeddings': True})],
+                         ids=['gpt2', 'llama-gqa-untied', 'llama-tied'])
+def test_import_and_export_give_the_logits_of_transformers(tmp_path, kind, overrides):
+  reference, folder = _saved(tmp_path, kind, **overrides)
+  expected = _hf_logits(reference, TOKENS)
+  model, tokenizer = hf.load_hf(folder)
+  assert tokenizer is None  # the folder has no tokenizer.json
+  assert model.cfg.tie_embeddings == (kind == 'gpt2' or bool(overrides))
+  assert model.cfg.num_kv_heads == (4 if kind == 'gpt2' else 2)
+  np.testing.assert_allclose(np.asarray(model(jax.numpy.asarray(TOKENS))), expected, atol=1e-4)
+
+  out = hf.save_hf(model, tmp_path / 'exported')
+  reloaded, info = transformers.AutoModelForCausalLM.from_pretrained(out,
+                                                                     output_loading_info=True)
+  assert type(reloaded) is type(reference)
+  assert not (info['missing_keys'] or info['unexpected_keys'] or info['mismatched_keys'])
+  np.testing.assert_allclose(_hf_logits(reloaded.eval(), TOKENS), expected, atol=1e-4)
+
+
+def _random_model(cfg: ModelConfig) -> Transformer:
+  """A model of `cfg` with every parameter random (biases and norms included)."""
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))
+  rng = np.random.default_rng(1)
+  return nnx.merge(graphdef, jax.tree.map(
+      lambda x: jax.numpy.asarray(rng.normal(size=x.shape), x.dtype), state))
+
+
+def _params(model: Transformer) -> dict:
+  return jax.device_get(nnx.state(model, nnx.Param).to_pure_dict())
+
+
+GPT2_LIKE = ModelConfig(vocab_size=VOCAB, d_model=48, num_layers=2, num_heads=4, num_kv_heads=4,
+                        head_dim=12, mlp_dim=96, max_len=32, norm='layernorm',
+                        positions='learned', mlp='gelu', use_bias=True, tie_embeddings=False)
+LLAMA_LIKE = ModelConfig(vocab_size=VOCAB, d_model=48, num_layers=3, num_heads=4, num_kv_heads=1,
+                         head_dim=16, mlp_dim=96, max_len=32, rope_theta=1234.0, norm_eps=1e-6)
+
+
+@pytest.mark.parametrize('cfg', [GPT2_LIKE, LLAMA_LIKE], ids=['gpt2-untied', 'llama-mqa'])
+def test_llmjax_to_hf_to_llmjax_is_exact(tmp_path, cfg):
+  model = _random_model(cfg)
+  hf.save_hf(model, tmp_path / 'hf')
+  loaded, _ = hf.load_hf(tmp_path / 'hf')
+  assert hf_config.architecture_mismatch(cfg, loaded.cfg) == [] and loaded.cfg.max_len == 32
+  jax.tree.map(np.testing.assert_array_equal, _params(loaded), _params(model))
+  hf.save_hf(model, tmp_path / 'hf', overwrite=True, dtype='bfloat16')
+  loaded, _ = hf.load_hf(tmp_path / 'hf', dtype='bfloat16')
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b.astype(a.dtype)),
+               _params(loaded), _params(model))
+
+
+def test_command_line_round_trip(tmp_path, capsys):
+  reference, folder = _saved(tmp_path, 'gpt2')
+  _write_tokenizer(folder / 'tokenizer.json', VOCAB)
+  run = tmp_path / 'run'
+  assert convert_main(['hf-to-llmjax', '--hf_dir', str(folder), '--out', str(run)]) == 0
+  config = json.loads((run / 'config.json').read_text())
+  assert config['model']['num_layers'] == 2 and config['model']['positions'] == 'learned'
+  assert config['data']['tokenizer'] == f'hf:{run.resolve() / "tokenizer.json"}'
+  assert (run / 'checkpoints' / '0' / 'state').is_dir()
+  # restore_params reads the parameters whatever the optimizer of the run that asks.
+  abstract = nnx.state(nnx.eval_shape(lambda: Transformer(ModelConfig(**config['model']),
+                                                          nnx.Rngs(0))), nnx.Param)
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), abstract)
+  params, _ = checkpoint.restore_params(str(run), train.TrainState(None, target, None, None))
+  imported, _ = hf.load_hf(folder)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(params.to_pure_dict()),
+               _params(imported))
+
+  out = tmp_path / 'exported'
+  assert convert_main(['llmjax-to-hf', '--workdir', str(run), '--out', str(out)]) == 0
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+  np.testing.assert_allclose(_hf_logits(reloaded, TOKENS), _hf_logits(reference, TOKENS),
+                             atol=1e-4)
+  assert (out / 'tokenizer.json').read_text() == (folder / 'tokenizer.json').read_text()
+  assert json.loads((out / 'config.json').read_text())['eos_token_id'] == VOCAB - 1
+  capsys.readouterr()
+  assert convert_main(['llmjax-to-hf', '--workdir', str(run), '--out', str(out)]) == 2
+  assert 'is not empty' in capsys.readouterr().err
+  assert convert_main(['hf-to-llmjax', '--hf_dir', str(tmp_path / 'nope'), '--out',
+                       str(tmp_path / 'run2')]) == 2
+  assert 'does not exist' in capsys.readouterr().err
+
+
+def _warm_start_config(folder, num_layers=2):
+  """A one-step run of the HF Llama's architecture on synthetic rows of one document each."""
+  config = configs.defaults()
+  model = dict(vocab_size=VOCAB, d_model=64, num_layers=num_layers, num_heads=4, num_kv_heads=2,
+               head_dim=16, mlp_dim=128, max_len=64, norm_eps=1e-6, rope_theta=500.0,
+               tie_embeddings=False)
+  for key, value in model.items():
+    config.model[key] = value
+  config.data.source = 'synthetic:vocab=64,doc_len=16'
+  config.data.seq_len = 16
+  config.data.global_batch_size = 8
+  config.data.packing = 'first_fit'
+  config.data.shuffle_window = 1
+  config.train.steps = 1
+  config.optim.warmup_steps = 0
+  config.train.log_every = 1
+  config.train.eval_batches = 1
+  config.train.sample_tokens = 0
+  config.metrics.tensorboard = False
+  config.metrics.peak_flops_per_device = 1e12  # skips measuring the CPU's matmul peak
+  config.init_from = f'hf:{folder}'
+  return config
+
+
+def test_warm_start_from_a_hugging_face_folder(tmp_path, capsys):
+  reference, folder = _saved(tmp_path, 'llama')
+  exp = configs.build(_warm_start_config(folder), jax.device_count())
+  batch = next(iter(pipeline.train_dataset(pipeline.load(exp.data), exp.data)))['batch']
+  # One whole document per row (positions 0..15, every target counted): HF sees the same.
+  assert (batch['positions'] == np.arange(16)).all() and (batch['weights'] == 1).all()
+  logits = torch.tensor(_hf_logits(reference, batch['inputs'])).reshape(-1, VOCAB)
+  targets = torch.tensor(batch['targets']).long().reshape(-1)
+  hf_loss = float(torch.nn.functional.cross_entropy(logits, targets))
+  train.run(exp, tmp_path / 'run', configs.as_dict(exp))
+  assert f'parameters initialized from {folder.resolve()}' in capsys.readouterr().out
+  lines = (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()
+  first = next(json.loads(line) for line in lines if '"loss"' in line)
+  assert first['step'] == 1
+  np.testing.assert_allclose(first['loss'], hf_loss, rtol=1e-5)
+
+  with pytest.raises(configs.ConfigError, match=r'config.init_from: .* holds a different model '
+                     r'than config.model:\n  model.num_layers: run 3, hf 2'):
+    configs.build(_warm_start_config(folder, num_layers=3), jax.device_count())
+
+
+@pytest.mark.parametrize('hf_cfg, message', [
+    ({'model_type': 'bert'}, "unsupported model_type 'bert'; supported: gpt2, llama"),
+    ({'model_type': 'gpt2', 'activation_function': 'relu'},
+     r"activation_function='relu'; llmjax supports 'gelu_new' or 'gelu_pytorch_tanh'"),
+    ({'model_type': 'gpt2', 'scale_attn_by_inverse_layer_idx': True},
+     'scale_attn_by_inverse_layer_idx=True'),
+    ({'model_type': 'llama', 'rope_scaling': {'rope_type': 'llama3', 'factor': 8.0}},
+     "rope scaling 'llama3'"),
+    ({'model_type': 'llama', 'rope_parameters': {'rope_type': 'yarn', 'rope_theta': 1e4}},
+     "rope scaling 'yarn'"),
+    ({'model_type': 'llama', 'attention_bias': True}, 'attention_bias=True'),
+    ({'model_type': 'llama', 'hidden_act': 'gelu'}, "hidden_act='gelu'"),
+])
+def test_unsupported_hf_configs_are_named(hf_cfg, message):
+  with pytest.raises(hf_config.ConversionError, match=message):
+    hf_config.config_from_hf(hf_cfg)
+
+
+def test_bad_folders_are_named(tmp_path):
+  _, folder = _saved(tmp_path, 'llama')
+  empty = tmp_path / 'no_weights'
+  empty.mkdir()
+  shutil.copy(folder / 'config.json', empty)
+  with pytest.raises(FileNotFoundError, match='no weights in .*no_weights: expected '
+                     'model.safetensors'):
+    hf.load_hf(empty)
+  (empty / 'pytorch_model.bin').write_bytes(b'')
+  with pytest.raises(hf_config.ConversionError, match=r'only PyTorch pickle weights '
+                     r'\(pytorch_model.bin\); llmjax reads safetensors only'):
+    hf.load_hf(empty)
+  with pytest.raises(FileNotFoundError, match='no config.json in'):
+    hf.load_hf(tmp_path)
+
+  tensors = load_file(folder / 'model.safetensors')
+  tensors['model.layers.1.mlp.up_proj.weight'] = tensors['model.layers.1.mlp.up_proj.weight'][:100]
+  tensors['model.layers.0.self_attn.q_proj.bias'] = np.zeros(64, np.float32)
+  del tensors['model.norm.weight']
+  save_file(tensors, folder / 'model.safetensors', metadata={'format': 'pt'})
+  with pytest.raises(hf_config.ConversionError, match=(
+      r'do not match its config.json:\n'
+      r'  model.layers.1.mlp.up_proj.weight: shape \(100, 64\) in the file, \(128, 64\) from '
+      r'config.json\n  model.norm.weight: missing \(expected shape \(64,\)\)\n'
+      r'  model.layers.0.self_attn.q_proj.bias: unexpected tensor')):
+    hf.load_hf(folder)
+
+
+def test_vocabulary_must_fit(tmp_path):
+  _, folder = _saved(tmp_path, 'llama')
+  _write_tokenizer(folder / 'tokenizer.json', VOCAB + 1)
+  with pytest.raises(hf_config.ConversionError, match=f'has {VOCAB + 1} tokens but the model has '
+                     f'vocab_size={VOCAB}'):
+    hf.load_hf(folder)
+  model = _random_model(LLAMA_LIKE)
+  with pytest.raises(hf_config.ConversionError, match=f'has {VOCAB + 1} tokens'):
+    hf.save_hf(model, tmp_path / 'out', tokenizer_dir=folder)
+  _write_tokenizer(folder / 'tokenizer.json', 200)
+  _, tokenizer = hf.load_hf(folder)
+  assert tokenizer.vocab_size == 200 and tokenizer.eot_id == 199
+
+
+@pytest.mark.parametrize('changes, message', [
+    (dict(norm='layernorm'), "as llama .*model.norm='layernorm' \\(needs 'rmsnorm'\\)"),
+    (dict(qk_norm=True), 'model.qk_norm=True \\(needs False\\)'),
+    (dict(logits_soft_cap=30.0), 'model.logits_soft_cap=30.0'),
+    (dict(positions='learned'), "as gpt2 .*model.norm='rmsnorm' \\(needs 'layernorm'\\); "
+                                "model.mlp='swiglu' \\(needs 'gelu'\\); model.use_bias=False"),
+])
+def test_export_refuses_what_hugging_face_cannot_express(tmp_path, changes, message):
+  model = nnx.eval_shape(lambda: Transformer(dataclasses.replace(LLAMA_LIKE, **changes),
+                                             nnx.Rngs(0)))
+  with pytest.raises(hf_config.ConversionError, match=message):
+    hf.save_hf(model, tmp_path / 'out')
+  assert not (tmp_path / 'out').exists()
+
+
+def test_export_refuses_a_non_empty_folder(tmp_path):
+  model = _random_model(GPT2_LIKE)
+  (tmp_path / 'out').mkdir()
+  (tmp_path / 'out' / 'notes.txt').write_text('mine')
+  with pytest.raises(FileExistsError, match='out is not empty; choose another folder'):
+    hf.save_hf(model, tmp_path / 'out')
+  hf.save_hf(model, tmp_path / 'out', overwrite=True)
+  assert (tmp_path / 'out' / 'notes.txt').read_text() == 'mine'
+  assert (tmp_path / 'out' / 'model.safetensors').is_file()
