@@ -88,6 +88,34 @@ def test_import_and_export_give_the_logits_of_transformers(tmp_path, kind, overr
   np.testing.assert_allclose(_hf_logits(reloaded.eval(), TOKENS), expected, atol=1e-4)
 
 
+def test_hub_layouts_import_too(tmp_path):
+  """The original GPT-2 files: no 'transformer.' prefix, causal-mask buffers, a tied head
+  stored anyway; here also sharded with an index."""
+  reference, folder = _saved(tmp_path, 'gpt2')
+  tensors = {k.removeprefix('transformer.'): v
+             for k, v in load_file(folder / 'model.safetensors').items()}
+  tensors['h.0.attn.bias'] = np.tril(np.ones((1, 1, 64, 64), np.float32))
+  tensors['lm_head.weight'] = tensors['wte.weight']
+  names = sorted(tensors)
+  shards = {'model-00001-of-00002.safetensors': names[::2],
+            'model-00002-of-00002.safetensors': names[1::2]}
+  (folder / 'model.safetensors').unlink()
+  for file, shard in shards.items():
+    save_file({n: tensors[n] for n in shard}, folder / file, metadata={'format': 'pt'})
+  weight_map = {n: file for file, shard in shards.items() for n in shard}
+  (folder / 'model.safetensors.index.json').write_text(json.dumps({'weight_map': weight_map}))
+  model, _ = hf.load_hf(folder)
+  np.testing.assert_allclose(np.asarray(model(jax.numpy.asarray(TOKENS))),
+                             _hf_logits(reference, TOKENS), atol=1e-4)
+
+  head_file = weight_map['lm_head.weight']
+  save_file({n: tensors[n] + (n == 'lm_head.weight') for n in shards[head_file]},
+            folder / head_file, metadata={'format': 'pt'})
+  with pytest.raises(hf_config.ConversionError, match='lm_head.weight differs from the input '
+                     'embedding although config.json ties them'):
+    hf.load_hf(folder)
+
+
 def _random_model(cfg: ModelConfig) -> Transformer:
   """A model of `cfg` with every parameter random (biases and norms included)."""
   graphdef, state = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))

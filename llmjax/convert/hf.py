@@ -68,8 +68,8 @@ def _weight_files(folder: pathlib.Path) -> list[pathlib.Path]:
   raise FileNotFoundError(f'no weights in {folder}: expected {WEIGHTS} or {INDEX} and its shards')
 
 
-def _headers(folder: pathlib.Path, cfg: ModelConfig) -> dict[str, tuple[pathlib.Path, tuple]]:
-  """Canonical tensor name -> (file, shape), from the safetensors headers only."""
+def _headers(folder: pathlib.Path, cfg: ModelConfig) -> dict[str, tuple]:
+  """Canonical tensor name -> (file, shape, name in the file), from the headers only."""
   found = {}
   for file in _weight_files(folder):
     with safe_open(file, framework='numpy') as f:
@@ -103,21 +103,24 @@ def _check_tensors(folder: pathlib.Path, cfg: ModelConfig, found: dict) -> None:
                           '\n  '.join(listed))
 
 
+def _inspect(folder: pathlib.Path, dtype: str) -> tuple[ModelConfig, dict]:
+  """(config, tensor headers), checked against each other; reads no tensor data."""
+  cfg = read_config(folder, dtype)
+  found = _headers(folder, cfg)
+  _check_tensors(folder, cfg, found)
+  return cfg, found
+
+
 def check_folder(folder, dtype: str = 'float32') -> ModelConfig:
   """The ModelConfig of a Hugging Face folder whose tensors were all checked against it
   (names and shapes, from the file headers; no tensor data is read)."""
-  folder = pathlib.Path(folder)
-  cfg = read_config(folder, dtype)
-  _check_tensors(folder, cfg, _headers(folder, cfg))
-  return cfg
+  return _inspect(pathlib.Path(folder), dtype)[0]
 
 
 def read_params(folder, dtype: str = 'float32') -> tuple[ModelConfig, dict]:
   """(config, llmjax's nested parameter dict of numpy arrays) of a Hugging Face folder."""
   folder = pathlib.Path(folder)
-  cfg = read_config(folder, dtype)
-  found = _headers(folder, cfg)
-  _check_tensors(folder, cfg, found)
+  cfg, found = _inspect(folder, dtype)
   with contextlib.ExitStack() as stack:
     files = {file: stack.enter_context(safe_open(file, framework='numpy'))
              for file in {file for file, _, _ in found.values()}}
@@ -176,8 +179,8 @@ def check_warm_start(folder, run: ModelConfig) -> None:
 def params_like(folder, abstract_params: nnx.State) -> nnx.State:
   """The folder's weights as `abstract_params` (shapes, dtypes, shardings) lays them out.
 
-  Each device reads only its own shard of each array, so this works on any mesh
-  and any number of processes.
+  Each device receives only its shard of each array, so any mesh works, across
+  processes too (each process reads the files).
   """
   target = abstract_params.to_pure_dict()
   dtype = jax.tree.leaves(target)[0].dtype
@@ -190,7 +193,7 @@ def params_like(folder, abstract_params: nnx.State) -> nnx.State:
     array = array.astype(spec.dtype)
     return jax.make_array_from_callback(spec.shape, spec.sharding, lambda index: array[index])
 
-  state = jax.tree.map(lambda a: a, abstract_params)
+  state = jax.tree.map(lambda a: a, abstract_params)  # a copy: the caller's stays abstract
   state.replace_by_pure_dict(jax.tree_util.tree_map_with_path(place, params, target))
   return state
 
