@@ -12,6 +12,7 @@ Intervals: refits of points resampled with replacement (within each IsoFLOP grou
 Approach 2), reported as standard errors and 95% percentile intervals.
 """
 
+import collections
 import dataclasses
 import itertools
 import math
@@ -92,7 +93,7 @@ def _numbers(table: pd.DataFrame, loss: str, params: str) -> dict[str, pd.Series
   n, d, c = column(params, True), column('D', False), column('C', False)
   if d.isna().all() and c.isna().all():
     raise ValueError('the table needs a D (tokens) or C (FLOPs) column')
-  note = pd.Series('', index=table.index)
+  note = table['note'].fillna('') if 'note' in table.columns else pd.Series('', index=table.index)
   note[d.isna() & c.notna()] = 'D = C/(6N)'
   note[c.isna() & d.notna()] = 'C = 6ND'
   d, c = d.fillna(c / (6 * n)), c.fillna(6 * n * d)
@@ -366,7 +367,8 @@ def approach3(pts: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0,
 
 
 def _check_approach3(log_x: np.ndarray) -> None:
-  _require('Approach 3', 5, len(np.unique(log_x, axis=0)), 'distinct points')
+  distinct = len(np.unique(log_x, axis=0))
+  _require('Approach 3', 5, distinct, 'points' if distinct == len(log_x) else 'distinct (N, D)')
   distinct = [len(np.unique(log_x[:, j])) for j in range(2)]
   if min(distinct) < 2:
     raise ValueError(f'Approach 3 needs at least 2 distinct N and 2 distinct D; got '
@@ -488,9 +490,10 @@ def approach2(pts: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0) -> Comput
   groups = isoflop_groups(pts)
   optima, excluded = _isoflop_optima(pts, groups)
   if optima['C'].nunique() < 2:
-    reasons = '; '.join(f'{e["budget"]:.3g}: {e["reason"]}' for e in excluded)
+    reasons = collections.Counter(e['reason'] for e in excluded)
+    left_out = '; '.join(f'{count} with {reason}' for reason, count in reasons.items())
     raise ValueError(f'Approach 2 fits 2 parameters; {len(optima)} IsoFLOP minima given'
-                     + (f' (left out: {reasons})' if reasons else ''))
+                     + (f' (budgets left out: {left_out})' if left_out else ''))
   laws = _optimal_laws('Approach 2', optima)
   members = [np.flatnonzero(groups.to_numpy() == g) for g in groups.unique()]
 

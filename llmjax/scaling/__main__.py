@@ -1,0 +1,87 @@
+"""Command line for scaling fits:
+
+  python -m llmjax.scaling fit PATH       prints the fitted laws with 95% intervals
+  python -m llmjax.scaling report PATH    writes fit.json, summary.md and plots
+
+PATH is a sweep workdir (its results table is rebuilt from the trial folders) or a CSV of
+points (a results.csv, or external data such as published (N, D, loss) points).
+Exit codes: 0 fitted, 2 bad input (path, table, or no approach could be fitted).
+"""
+
+import argparse
+import pathlib
+import sys
+
+import pandas as pd
+
+from llmjax.scaling import fit, report
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog='python -m llmjax.scaling', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  commands = parser.add_subparsers(dest='command', required=True)
+  for name, help_text in (('fit', 'print the fitted laws with intervals'),
+                          ('report', 'write the report folder')):
+    command = commands.add_parser(name, help=help_text)
+    command.add_argument('path', type=pathlib.Path, help='sweep workdir or CSV file')
+    command.add_argument('--params', default='N', choices=('N', 'N_nonembedding'),
+                         help='parameter count to fit (default N, total)')
+    command.add_argument('--loss', default='eval_loss', help='loss column (default eval_loss)')
+    command.add_argument('--bootstrap', type=int, default=200,
+                         help='resamples for the intervals (default 200; 0: none)')
+    command.add_argument('--seed', type=int, default=0, help='seed of the resampling')
+    if name == 'report':
+      command.add_argument('--out', type=pathlib.Path,
+                           help='report folder (default PATH/report, or CSV_report beside a CSV)')
+  return parser
+
+
+def _load(path: pathlib.Path) -> pd.DataFrame:
+  if path.is_dir():
+    from llmjax.scaling import results  # brings in JAX and the model: only sweeps need it
+    return results.load(path)
+  return pd.read_csv(path)
+
+
+def _default_out(path: pathlib.Path) -> pathlib.Path:
+  return path / 'report' if path.is_dir() else path.with_name(f'{path.stem}_report')
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = _parser()
+  args = parser.parse_args(argv)
+  if args.bootstrap < 0:
+    parser.error('--bootstrap must be >= 0')
+  if not args.path.exists():
+    print(f'llmjax.scaling: {args.path}: no such file or directory', file=sys.stderr)
+    return 2
+  try:
+    pts = fit.points(_load(args.path), loss=args.loss, params=args.params)
+  except (ValueError, OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as e:
+    print(f'llmjax.scaling: {args.path}: {e}', file=sys.stderr)
+    return 2
+  if pts.empty:
+    excluded = len(pts.attrs['excluded'])
+    print(f'llmjax.scaling: {args.path}: no finished trials to fit ({excluded} not done)',
+          file=sys.stderr)
+    return 2
+  settings = {'loss': args.loss, 'params': args.params, 'bootstrap': args.bootstrap,
+              'seed': args.seed}
+  if args.command == 'fit':
+    fits = report.run_fits(pts, bootstrap=args.bootstrap, seed=args.seed)
+    print(report.summary_markdown(fits, report.default_budgets(pts), settings))
+  else:
+    out = args.out or _default_out(args.path)
+    fits = report.write_report(pts, out, loss=args.loss, params=args.params,
+                               bootstrap=args.bootstrap, seed=args.seed)
+    print(f'llmjax.scaling: report written to {out}')
+  if not fits.optimal():
+    print('llmjax.scaling: no approach could be fitted:\n' +
+          '\n'.join(f'  {k}: {v}' for k, v in fits.skipped.items()), file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
