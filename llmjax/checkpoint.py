@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 from llmjax.convert import hf
+from llmjax.model.config import ModelConfig
 
 NONFINITE_POLICIES = ('halt', 'skip')
 HF_PREFIX = 'hf:'  # init_from a Hugging Face folder
@@ -181,7 +182,7 @@ def restore_params(spec: str, abstract_state):
   return restored['params'], source
 
 
-def check_init_from(spec: str, model_cfg) -> None:
+def check_init_from(spec: str, model_cfg: ModelConfig) -> None:
   """Raises FileNotFoundError or ValueError unless `spec` (see `restore_params`) can
   initialize a model of `model_cfg`; reads no parameters."""
   if spec.startswith(HF_PREFIX):
