@@ -52,7 +52,8 @@ def points(table: pd.DataFrame | str | os.PathLike, loss: str = 'eval_loss',
   if not isinstance(table, pd.DataFrame):
     table = pd.read_csv(table)
   excluded = list(table.attrs.get('excluded', []))
-  names = (table[_column(table, 'name')].astype(str) if _column(table, 'name')
+  name_column = _column(table, 'name')
+  names = (table[name_column].astype(str) if name_column
            else pd.Series([f'row {i}' for i in range(len(table))], index=table.index))
   duplicates = sorted(set(names[names.duplicated()]))
   if duplicates:
@@ -240,6 +241,9 @@ def _minimize(starts, log_x, log_y, delta) -> tuple[np.ndarray, float]:
 # ----------------------------------------------------------------------------- Approach 3
 
 
+_LAW_FIELDS = ('E', 'A', 'B', 'alpha', 'beta')
+
+
 @dataclasses.dataclass(frozen=True)
 class LossLaw:
   """L(N, D) = E + A / N^alpha + B / D^beta, and its compute-optimal allocation under
@@ -277,8 +281,8 @@ class LossLaw:
     """The loss of the compute-optimal model at C (the frontier of loss against compute)."""
     return self.predict(self.n_opt(C), self.d_opt(C))
 
-
-_LAW_FIELDS = ('E', 'A', 'B', 'alpha', 'beta')
+  def to_dict(self) -> dict:
+    return {f: float(getattr(self, f)) for f in _LAW_FIELDS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,7 +302,7 @@ class StartGrid:
     return np.array(list(itertools.product(self.e, self.a, self.b, self.alpha, self.beta)))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # holds arrays: compare fields, not fits
 class Approach3:
   """The parametric fit: the law, its objective, and the laws refitted to resamples."""
   law: LossLaw
@@ -327,13 +331,13 @@ class Approach3:
             'loss': _estimate(law.loss_opt(C), laws.loss_opt(C))}
 
   def to_dict(self) -> dict:
-    return {'law': {k: float(v) for k, v in dataclasses.asdict(self.law).items()},
+    return {'law': self.law.to_dict(),
             'estimates': {k: e.to_dict() for k, e in self.estimates().items()},
             'objective': self.objective, 'n_points': self.n_points,
             'bootstrap': self.bootstrap, 'bootstrap_fitted': len(self.draws)}
 
 
-def predict(fit: Approach3, N, D) -> Estimate:
+def predict(fit: Approach3, N: float, D: float) -> Estimate:
   """Loss at (N, D) from Approach 3's law, with the bootstrap interval."""
   return _estimate(fit.law.predict(N, D), fit.draw_laws.predict(N, D))
 
@@ -353,7 +357,8 @@ def approach3(pts: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0,
   log_y = np.log(pts['loss'].to_numpy(float))
   _check_approach3(log_x)
   thetas = grid.thetas()
-  scores = _huber_lse_many(thetas, log_x, log_y, delta)
+  scores = np.concatenate([_huber_lse_many(thetas[i:i + 256], log_x, log_y, delta)
+                           for i in range(0, len(thetas), 256)])  # bounded memory
   starts = thetas[np.argsort(scores)[:grid.refine]] if grid.refine else thetas
   theta, objective = _minimize(starts, log_x, log_y, delta)
 
@@ -383,7 +388,7 @@ def _law_vector(theta: np.ndarray) -> list[float]:
 # ----------------------------------------------------------------------------- Approaches 1, 2
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # holds arrays and a DataFrame
 class ComputeOptimal:
   """N_opt(C) = k C^a and D_opt(C) = k' C^b from Approach 1 or 2: the laws, the points
   they were fitted to (C, N, D, loss, and for Approach 2 the parabola p2, p1, p0 of loss
@@ -421,7 +426,7 @@ class ComputeOptimal:
 
 
 def _optimal_laws(what: str, optima: pd.DataFrame) -> tuple[PowerLaw, PowerLaw]:
-  _require(what, 2, optima['C'].nunique(), 'compute budgets')
+  _require(what, 2, optima['C'].nunique(), 'distinct C')
   return fit_power_law(optima['C'], optima['N']), fit_power_law(optima['C'], optima['D'])
 
 

@@ -18,9 +18,10 @@ from llmjax.scaling import fit
 
 PLOTS = ('loss_vs_compute', 'isoflops', 'fitted_vs_observed', 'residuals',
          'optimal_allocation')
+_COLORS = {'Approach 1': 'tab:blue', 'Approach 2': 'tab:orange', 'Approach 3': 'tab:green'}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Fits:
   """The fits run on one set of points, and why the others were skipped."""
   points: pd.DataFrame
@@ -192,7 +193,9 @@ def figures(fits: Fits) -> dict[str, Figure]:
   return out
 
 
-def _compute_grid(pts: pd.DataFrame, beyond: float = 10.0) -> np.ndarray:
+def _compute_grid(ax, pts: pd.DataFrame, beyond: float = 10.0) -> np.ndarray:
+  """C from the sweep's smallest to 10x its largest; a dotted line where it ends."""
+  ax.axvline(pts['C'].max(), color='grey', linestyle=':', linewidth=1)
   return np.geomspace(pts['C'].min(), pts['C'].max() * beyond, 100)
 
 
@@ -212,7 +215,7 @@ def plot_loss_vs_compute(pts: pd.DataFrame, approach3: fit.Approach3 | None = No
                     s=24, zorder=3)
   fig.colorbar(dots, ax=ax, label='N (parameters)')
   if approach3 is not None:
-    grid = _compute_grid(pts)
+    grid = _compute_grid(ax, pts)
     ax.plot(grid, approach3.law.loss_opt(grid), 'k-', label='Approach 3 compute-optimal')
     _band(ax, grid, approach3.draw_laws.loss_opt(grid[:, None]), 'k')
     ax.legend()
@@ -274,8 +277,8 @@ def plot_optimal_allocation(fits: Fits) -> Figure:
   Approaches 1 and 2 fitted (envelope points, IsoFLOP minima)."""
   fig = Figure(figsize=(8.8, 3.8), layout='constrained')
   axes = fig.subplots(1, 2)
-  grid = _compute_grid(fits.points)
-  for (name, f), color in zip(fits.optimal().items(), ('tab:blue', 'tab:orange', 'tab:green')):
+  for name, f in fits.optimal().items():
+    color = _COLORS[name]
     if isinstance(f, fit.Approach3):
       curves = (f.law.n_opt, f.law.d_opt), (f.draw_laws.n_opt, f.draw_laws.d_opt)
     else:
@@ -283,6 +286,7 @@ def plot_optimal_allocation(fits: Fits) -> Figure:
       axes[0].scatter(f.optima['C'], f.optima['N'], color=color, s=16)
       axes[1].scatter(f.optima['C'], f.optima['D'], color=color, s=16)
     for ax, curve, draws in zip(axes, *curves):
+      grid = _compute_grid(ax, fits.points)
       ax.plot(grid, curve(grid), color=color, label=name)
       _band(ax, grid, draws(grid[:, None]), color)
   axes[0].set(xscale='log', yscale='log', xlabel='C (training FLOPs)', ylabel='N_opt')
