@@ -85,12 +85,14 @@ def write_report(table_or_points, out_dir, *, params: str = 'N', loss: str = 'ev
       figure.savefig(out / f'{name}.{suffix}', dpi=150)
     written.append(name)
   settings = {'loss': loss, 'params': params, 'bootstrap': bootstrap, 'seed': seed}
-  (out / 'fit.json').write_text(json.dumps(_plain(to_dict(fits, budgets, settings)), indent=2))
+  (out / 'fit.json').write_text(json.dumps(_plain(_report_dict(fits, budgets, settings)),
+                                           indent=2))
   (out / 'summary.md').write_text(summary_markdown(fits, budgets, settings, plots=written))
   return fits
 
 
-def to_dict(fits: Fits, budgets: list[float], settings: dict) -> dict:
+def _report_dict(fits: Fits, budgets: list[float], settings: dict) -> dict:
+  """fit.json: settings, every fit with its estimates, predictions at the budgets, points."""
   return {'settings': settings, 'skipped': fits.skipped,
           'excluded': fits.points.attrs.get('excluded', []),
           **{name.lower().replace(' ', ''): f.to_dict() for name, f in fits.optimal().items()},
@@ -150,8 +152,9 @@ def _fit_sections(fits: Fits) -> list[str]:
 
 
 def summary_markdown(fits: Fits, budgets: list[float], settings: dict,
-                     plots: tuple[str, ...] | list[str] = ()) -> str:
-  """The report as Markdown; without plots it is what `python -m llmjax.scaling fit` prints."""
+                     plots: list[str] | None = None) -> str:
+  """summary.md, listing `plots`; with plots=None, the shorter text `python -m llmjax.scaling
+  fit` prints (no points table, no plots)."""
   pts, excluded = fits.points, fits.points.attrs.get('excluded', [])
   lines = ['# Scaling-law fit', '',
            f'{len(pts)} finished trials fitted (loss: `{settings["loss"]}`, parameters: '
@@ -171,7 +174,7 @@ def summary_markdown(fits: Fits, budgets: list[float], settings: dict,
     lines += ['', '## Skipped', ''] + [f'- {k}: {v}' for k, v in fits.skipped.items()]
   if excluded:
     lines += ['', '## Excluded trials', ''] + [f'- {e["name"]}: {e["reason"]}' for e in excluded]
-  if plots:
+  if plots is not None:
     lines += ['', '## Points', ''] + _table(pts[['name', 'N', 'D', 'C', 'loss', 'budget', 'note']])
     lines += ['', '## Plots', ''] + [f'![{p}]({p}.png)' for p in plots]
   return '\n'.join(lines) + '\n'
