@@ -64,10 +64,11 @@ class _Sampling:
 @dataclasses.dataclass(frozen=True)
 class _State:
   cache: KVCache
+  logits: jax.Array  # B V float32: of each row's next token
+  positions: jax.Array  # B: position of each row's next token
   tokens: jax.Array  # B N new tokens; -1 where none was written
   logprobs: jax.Array  # B N
   sampling_logprobs: jax.Array  # B N
-  positions: jax.Array  # B: position of the token decoded next
   budget: jax.Array  # B: tokens the row may generate
   done: jax.Array  # B bool
   count: jax.Array  # scalar: columns of `tokens` written so far
@@ -95,7 +96,7 @@ def _sample(logits, key, s: _Sampling):
   """BV float32 logits -> (tokens B, their log-probabilities under the sampled distribution)."""
   def draw():
     scaled = logits / s.temperature
-    # Sorting the vocabulary costs more than a decode step of a small model: only if asked.
+    # Sorting the vocabulary costs V log V per row and token: only when asked for.
     scaled = jax.lax.cond((s.top_k > 0) | (s.top_p < 1.0), _filter_top_k_top_p,
                           lambda x, *_: x, scaled, s.top_k, s.top_p)
     tokens = jax.random.categorical(key, scaled)
@@ -108,10 +109,11 @@ def _sample(logits, key, s: _Sampling):
   return jax.lax.cond(s.temperature > 0, draw, greedy)
 
 
-def _emit(state: _State, logits, sampling: _Sampling) -> _State:
-  """Draws each unfinished row's next token from its BV logits into column `count`."""
-  token, sampling_logprob = _sample(logits, jax.random.fold_in(state.key, state.count), sampling)
-  logprob = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=-1)[:, 0]
+def _emit(state: _State, sampling: _Sampling) -> _State:
+  """Draws each unfinished row's next token from its logits into column `count`."""
+  key = jax.random.fold_in(state.key, state.count)
+  token, sampling_logprob = _sample(state.logits, key, sampling)
+  logprob = jnp.take_along_axis(jax.nn.log_softmax(state.logits), token[:, None], axis=-1)
   live, column = ~state.done, state.count
 
   def write(buffer, value, empty):
@@ -119,39 +121,40 @@ def _emit(state: _State, logits, sampling: _Sampling) -> _State:
 
   stops = jnp.isin(token, sampling.stop_tokens) | (column + 1 >= state.budget)
   return dataclasses.replace(
-      state, tokens=write(state.tokens, token, -1), logprobs=write(state.logprobs, logprob, 0.0),
+      state, tokens=write(state.tokens, token, -1),
+      logprobs=write(state.logprobs, logprob[:, 0], 0.0),
       sampling_logprobs=write(state.sampling_logprobs, sampling_logprob, 0.0),
       done=state.done | (live & stops), count=column + 1)
 
 
 @functools.partial(jax.jit, static_argnames=('graphdef', 'capacity'))
-def _prefill(graphdef, params, tokens, positions, last, budget, sampling, key, capacity):
+def _prefill(graphdef, params, tokens, positions, last, budget, key, capacity) -> _State:
   """Writes the padded prompts (BT, positions -1 on padding) into a fresh cache with room
-  for `capacity` new tokens and draws the first new token from the logits at column `last`."""
+  for `capacity` new tokens; keeps the logits at column `last` of each row."""
   model = nnx.merge(graphdef, params)
   b, t = tokens.shape
   x, cache = model.decode_hidden(tokens, positions, KVCache.init(model.cfg, b, t + capacity))
-  logits = model.logits(x[jnp.arange(b), last][:, None])[:, 0]
-  state = _State(
-      cache=cache, tokens=jnp.full((b, capacity), -1, jnp.int32),
+  return _State(
+      cache=cache, logits=model.logits(x[jnp.arange(b), last][:, None])[:, 0],
+      positions=positions.max(axis=1) + 1, tokens=jnp.full((b, capacity), -1, jnp.int32),
       logprobs=jnp.zeros((b, capacity)), sampling_logprobs=jnp.zeros((b, capacity)),
-      positions=positions.max(axis=1) + 1, budget=budget, done=budget <= 0,
-      count=jnp.zeros((), jnp.int32), key=key)
-  return _emit(state, logits, sampling)
+      budget=budget, done=budget <= 0, count=jnp.zeros((), jnp.int32), key=key)
 
 
 @functools.partial(jax.jit, static_argnames=('graphdef',), donate_argnames=('state',))
 def _decode(graphdef, params, state: _State, sampling: _Sampling, steps) -> _State:
-  """Up to `steps` more tokens per row, one model call each; stops when every row is done."""
+  """Up to `steps` more tokens per row, each drawn and then run through the model for the
+  next logits (wasted after the last token: one call per `generate`, not per token);
+  stops early when every row is done."""
   model = nnx.merge(graphdef, params)
   end = jnp.minimum(state.count + steps, state.tokens.shape[1])
 
   def step(s: _State) -> _State:
-    last = jnp.maximum(s.tokens[:, s.count - 1], 0)  # finished rows hold -1: any valid id
-    positions = jnp.where(s.done, -1, s.positions)  # finished rows write padding slots
-    logits, cache = model.decode(last[:, None], positions[:, None], s.cache)
-    s = dataclasses.replace(s, cache=cache, positions=s.positions + 1)
-    return _emit(s, logits[:, 0], sampling)
+    s = _emit(s, sampling)
+    token = jnp.maximum(s.tokens[:, s.count - 1], 0)  # finished rows hold -1: any valid id
+    positions = jnp.where(s.tokens[:, s.count - 1] >= 0, s.positions, -1)  # -1: padding
+    logits, cache = model.decode(token[:, None], positions[:, None], s.cache)
+    return dataclasses.replace(s, cache=cache, logits=logits[:, 0], positions=s.positions + 1)
 
   return jax.lax.while_loop(lambda s: (s.count < end) & ~s.done.all(), step, state)
 
@@ -184,7 +187,9 @@ def _sampling(cfg: ModelConfig, temperature, top_k, top_p, stop_tokens) -> _Samp
   if not 0.0 < top_p <= 1.0:
     raise ValueError(f'top_p must be in (0, 1] (1: off), got {top_p}')
   stops = np.asarray(list(stop_tokens), np.int64).reshape(-1)
-  _check_ids([stops], cfg, 'stop_tokens')
+  bad = stops[(stops < 0) | (stops >= cfg.vocab_size)]
+  if bad.size:
+    raise ValueError(f'stop token {bad[0]} is outside the vocabulary [0, {cfg.vocab_size})')
   padded = np.full(_bucket(len(stops), 8), -1, np.int32)  # a few lengths, one compilation
   padded[:len(stops)] = stops
   return _Sampling(np.float32(temperature), np.int32(top_k), np.float32(top_p), padded)
@@ -220,8 +225,8 @@ def _pad_prompts(rows: list[np.ndarray], batch: int, length: int, pad: str):
 def stream(model: Transformer, prompts: Prompts, *, max_new_tokens: int, temperature=1.0,
            top_k=0, top_p=1.0, stop_tokens: Sequence[int] = (), seed=0, pad='left',
            return_logprobs=True, chunk: int = 16) -> Iterator[GenerationOutput]:
-  """`generate`, yielding the output so far after the prefill and after every `chunk`
-  decoded tokens (one call of the compiled decode loop each). Checks its inputs at once."""
+  """`generate`, yielding the output so far after every `chunk` new tokens (one call of
+  the compiled decode loop each). Checks its inputs at once."""
   cfg = model.cfg
   rows = _as_rows(prompts, 'prompts')
   _check_ids(rows, cfg, 'prompt')
@@ -247,13 +252,11 @@ def stream(model: Transformer, prompts: Prompts, *, max_new_tokens: int, tempera
   graphdef, params = nnx.split(model)
 
   def chunks():
-    state = _prefill(graphdef, params, tokens, positions, last, budget, sampling,
-                     jax.random.key(seed), capacity=_bucket(int(budget.max()), 16))
-    while True:
-      yield _outputs(state, len(rows), sampling, return_logprobs)
-      if jax.device_get(state.done).all():
-        return
+    state = _prefill(graphdef, params, tokens, positions, last, budget, jax.random.key(seed),
+                     capacity=_bucket(int(budget.max()), 16))
+    while not jax.device_get(state.done).all():
       state = _decode(graphdef, params, state, sampling, np.int32(chunk))
+      yield _outputs(state, len(rows), sampling, return_logprobs)
 
   return chunks()
 
@@ -273,12 +276,10 @@ def generate(model: Transformer, prompts: Prompts, *, max_new_tokens: int, tempe
     pad: 'left' or 'right' padding of the prompts; the same tokens either way.
     return_logprobs: fill the output's logprobs and sampling_logprobs.
   """
-  out = None
-  for out in stream(model, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+  *_, last = stream(model, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                     top_k=top_k, top_p=top_p, stop_tokens=stop_tokens, seed=seed, pad=pad,
-                    return_logprobs=return_logprobs, chunk=max_new_tokens):
-    pass
-  return out
+                    return_logprobs=return_logprobs, chunk=max_new_tokens)
+  return last
 
 
 @functools.partial(jax.jit, static_argnames='graphdef')
@@ -360,14 +361,15 @@ def load_run(workdir: str, step: int | None = None) -> tuple[Transformer, object
 
 def _print_stream(outputs: Iterator[GenerationOutput], tokenizer, prompt: np.ndarray) -> None:
   """Prints the prompt's text, then the continuation as each chunk arrives."""
-  shown = ''
+  shown = text = ''
   for out in outputs:
+    text = tokenizer.decode(np.concatenate([prompt, out.tokens[0]]))
     # A multi-byte character cut in two decodes as U+FFFD until its end arrives.
-    text = tokenizer.decode(np.concatenate([prompt, out.tokens[0]])).rstrip('\ufffd')
-    if text.startswith(shown):
-      print(text[len(shown):], end='', flush=True)
-      shown = text
-  print()
+    stable = text.rstrip('\ufffd')
+    if stable.startswith(shown):
+      print(stable[len(shown):], end='', flush=True)
+      shown = stable
+  print(text[len(shown):] if text.startswith(shown) else '', flush=True)
 
 
 def main(argv=None) -> int:
