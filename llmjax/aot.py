@@ -77,17 +77,16 @@ def format_report(exp: Experiment, mesh: jax.sharding.Mesh, report: dict[str, fl
   params = flops.param_counts(exp.model)['total']
   rows_per_device = exp.data.global_batch_size // sharding.data_parallel_size(
       dict(mesh.shape), exp.mesh.rules)
-  lines = [
-      f'llmjax: compiled the train step of {params:,} parameters on {mesh.size} '
-      f'{mesh.devices.flat[0].platform} devices, mesh {dict(mesh.shape)}, '
-      f'{rows_per_device} x {exp.data.seq_len} tokens per device, in '
-      f'{report["compile_s"]:.1f} s',
-      'memory per device (GiB):',
-      f'  parameters                 {report["params_bytes"] / GIB:9.3f}',
-      f'  optimizer state            {report["optimizer_bytes"] / GIB:9.3f}',
-      f'  state and batch (inputs)   {report["arguments_bytes"] / GIB:9.3f}',
-      f'  activations and temporaries{report["temp_bytes"] / GIB:9.3f}',
-      f'  outputs not donated        {report["outputs_not_donated_bytes"] / GIB:9.3f}',
-      f'  peak (inputs + outputs + temporaries) {report["peak_bytes"] / GIB:.3f}',
-  ]
+  memory = [('parameters', report['params_bytes']),
+            ('optimizer state', report['optimizer_bytes']),
+            ('inputs (state and batch)', report['arguments_bytes']),
+            ('activations and temporaries', report['temp_bytes']),
+            ('outputs not donated', report['outputs_not_donated_bytes']),
+            ('peak (inputs + outputs + temporaries)', report['peak_bytes'])]
+  lines = [f'llmjax: compiled the train step of {params:,} parameters on {mesh.size} '
+           f'{mesh.devices.flat[0].platform} devices, mesh {dict(mesh.shape)}, '
+           f'{rows_per_device} x {exp.data.seq_len} tokens per device, in '
+           f'{report["compile_s"]:.1f} s',
+           'memory per device (GiB):']
+  lines += [f'  {name:<40}{size / GIB:9.3f}' for name, size in memory]
   return '\n'.join(lines)

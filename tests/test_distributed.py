@@ -20,17 +20,29 @@ from llmjax import distributed, sharding
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LOCAL = str(ROOT / 'launch/local.sh')
-# Tiny model, synthetic data with a 9-batch held-out split, no sample; checkpoints
-# at steps 10 and 20; a mesh whose batch axis spans the process boundary.
+# Tiny model, synthetic data with an 8-batch held-out split, no sample; checkpoints
+# at steps 10 and 20; a mesh whose batch axis spans the process boundary; a fixed
+# peak FLOP/s instead of a measurement.
 FLAGS = ['--config.data.source=synthetic:vocab=64,doc_len=64', '--config.train.sample_tokens=0',
          '--config.train.eval_every=1000', '--config.train.log_every=1',
          '--config.checkpoint.keep_log_spaced=False', '--config.checkpoint.every_steps=10',
-         '--config.mesh.fsdp=2']
+         '--config.mesh.fsdp=2', '--config.metrics.peak_flops_per_device=1e10',
+         '--config.metrics.tensorboard=False']
 
 
-def _local(num_processes: int, devices: int, workdir, *flags, wait=True):
-  env = {**os.environ, 'PYTHON': sys.executable, 'LLMJAX_DEVICES_PER_PROCESS': str(devices),
-         'LLMJAX_LOG_DIR': str(workdir) + '-logs', 'LLMJAX_STOP_GRACE_S': '5'}
+@pytest.fixture(scope='module')
+def compilation_cache(tmp_path_factory):
+  """A persistent compilation cache shared by this file's runs: runs of the same
+  program on the same topology compile once (it halves the CPU time of a rerun)."""
+  return {'JAX_COMPILATION_CACHE_DIR': str(tmp_path_factory.mktemp('jax_cache')),
+          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+          'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
+
+
+def _local(num_processes: int, devices: int, workdir, *flags, env=None, wait=True):
+  env = {**os.environ, **(env or {}), 'PYTHON': sys.executable,
+         'LLMJAX_DEVICES_PER_PROCESS': str(devices), 'LLMJAX_LOG_DIR': str(workdir) + '-logs',
+         'LLMJAX_STOP_GRACE_S': '5'}
   cmd = [LOCAL, str(num_processes), str(ROOT / 'experiments/base.py:tiny'),
          f'--workdir={workdir}', *FLAGS, *flags]
   if not wait:
@@ -47,9 +59,10 @@ def _losses(workdir) -> dict[int, float]:
   return {r['step']: r['loss'] for r in records if 'loss' in r}
 
 
-def test_two_processes_match_one_and_their_checkpoint_resumes_in_one(tmp_path):
-  _local(1, 4, tmp_path / 'one')
-  two = _local(2, 2, tmp_path / 'two')
+def test_two_processes_match_one_and_their_checkpoint_resumes_in_one(tmp_path,
+                                                                     compilation_cache):
+  _local(1, 4, tmp_path / 'one', env=compilation_cache)
+  two = _local(2, 2, tmp_path / 'two', env=compilation_cache)
   logs = [(tmp_path / f'two-logs/process_{i}.log').read_text() for i in range(2)]
   for i, log in enumerate(logs):  # every process names its devices, only process 0 prints
     assert f'llmjax: process {i} of 2 on ' in log and '2 of 4 devices' in log, log[-2000:]
@@ -61,16 +74,16 @@ def test_two_processes_match_one_and_their_checkpoint_resumes_in_one(tmp_path):
 
   # The 2-process checkpoint of step 10 continues in 1 process to the same losses.
   shutil.rmtree(tmp_path / 'two/checkpoints/20')
-  _local(1, 4, tmp_path / 'two')
+  _local(1, 4, tmp_path / 'two', env=compilation_cache)
   assert 'resuming from' in (tmp_path / 'two-logs/process_0.log').read_text()
   got = _losses(tmp_path / 'two')
   assert sorted(got) == list(range(1, 21))
   np.testing.assert_allclose([got[s] for s in expected], list(expected.values()), rtol=1e-5)
 
 
-def test_a_dead_process_stops_the_others_with_a_message(tmp_path):
+def test_a_dead_process_stops_the_others_with_a_message(tmp_path, compilation_cache):
   proc = _local(2, 2, tmp_path / 'run', '--config.train.steps=100000', '--heartbeat_timeout=10',
-                wait=False)
+                env=compilation_cache, wait=False)
   pids = {}
   deadline = time.time() + 180
   while len(pids) < 2 and time.time() < deadline:  # 'llmjax local: process I: pid P log ...'
