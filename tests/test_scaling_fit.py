@@ -120,6 +120,8 @@ def test_power_laws():
   assert offset.predict(10.0) == pytest.approx(2 + 5 * 10**-0.3, rel=1e-5)
   with pytest.raises(ValueError, match=r'power law with offset fits 3 parameters; 2 distinct x'):
     fit.fit_power_law([1, 2, 2], [3, 2, 2], offset=True)
+  with pytest.raises(ValueError, match=r'power law fit diverged .* x spans too little'):
+    fit.fit_power_law([10, 10 * (1 + 1e-9)], [1, 2])
 
 
 def test_points_excludes_unfinished_trials_and_derives_columns():
@@ -173,6 +175,11 @@ def test_too_few_points_for_each_approach():
     fit.approach2(pts.iloc[:6])  # one D, six N: six budgets of one size each
   with pytest.raises(ValueError, match='Approach 1 fits 2 parameters; 1 distinct C given'):
     fit.approach1(pts.iloc[:1])
+  # One IsoFLOP budget whose trials' C differ slightly (whole steps): no slope to fit.
+  one_budget = isoflop_table(0.0).iloc[:7]
+  one_budget['C'] *= np.linspace(1, 1.003, 7)
+  with pytest.raises(ValueError, match='Approach 1 fits 2 parameters; 1 distinct C given'):
+    fit.approach1(fit.points(one_budget))
 
 
 def test_report_writes_plots_summary_and_json(tmp_path):

@@ -188,6 +188,8 @@ def fit_power_law(x, y, *, offset: bool = False, delta: float = 1e-3) -> PowerLa
     raise ValueError('power laws need positive x and y')
   a, log_k = np.polyfit(np.log(x), np.log(y), 1)
   if not offset:
+    if abs(log_k) > 700:  # exp overflows: x values nearly equal, the slope is noise
+      raise ValueError(f'power law fit diverged (log k = {log_k:.3g}); x spans too little')
     return PowerLaw(float(math.exp(log_k)), float(a))
   starts = []
   for fraction in (0.01, 0.3, 0.6, 0.9):  # E as a fraction of the smallest y
@@ -426,7 +428,9 @@ class ComputeOptimal:
 
 
 def _optimal_laws(what: str, optima: pd.DataFrame) -> tuple[PowerLaw, PowerLaw]:
-  _require(what, 2, optima['C'].nunique(), 'distinct C')
+  # C that differ by less than 1% in log10 (one budget's trials) do not fix a slope.
+  levels = len(np.unique(np.round(np.log10(optima['C'].to_numpy(float)), 2)))
+  _require(what, 2, levels, 'distinct C')
   return fit_power_law(optima['C'], optima['N']), fit_power_law(optima['C'], optima['D'])
 
 

@@ -145,6 +145,9 @@ def _fit_sections(fits: Fits) -> list[str]:
     lines += ['', f'## {name}: {titles[name]}', ''] + _estimates_table(f.estimates())
     lines += ['', f'{len(f.draws)} of {f.bootstrap} bootstrap resamples fitted. '
               'a and b are the exponents of N_opt = k C^a and D_opt = k\' C^b.']
+    if len(f.draws) < 0.8 * f.bootstrap:
+      lines += ['', '**Intervals unreliable**: over 20% of resamples had too few distinct '
+                'points (or compute levels) to fit, so those that fitted are unrepresentative.']
     if isinstance(f, fit.ComputeOptimal):
       lines += ['', 'Points of the power laws:', ''] + _table(f.optima[['C', 'N', 'D', 'loss']])
       lines += [f'- left out budget {e["budget"]:.4g}: {e["reason"]}' for e in f.excluded]
