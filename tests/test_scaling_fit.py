@@ -146,6 +146,8 @@ def test_points_reads_external_columns_by_alias(tmp_path):
   pts = fit.points(path)
   assert list(pts['C']) == [6e17, 3.6e18] and set(pts['note']) == {'C = 6ND'}
   assert list(pts['name']) == ['row 0', 'row 1']
+  published = pd.DataFrame({'Model Size': [1e8], 'Training FLOP': [6e18], 'loss': [2.9]})
+  assert fit.points(published)[['N', 'D', 'note']].values.tolist() == [[1e8, 1e10, 'D = C/(6N)']]
 
 
 @pytest.mark.parametrize('change, message', [

@@ -22,7 +22,11 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
-_ALIASES = ({'n', 'params', 'parameters'}, {'d', 'tokens'}, {'c', 'flops', 'compute'},
+# Lower-cased column names read as N, D, C and loss (the multi-word ones are those of
+# published tables, such as Epoch AI's reconstruction of the Chinchilla points).
+_ALIASES = ({'n', 'params', 'parameters', 'model size', 'model_size'},
+            {'d', 'tokens', 'training tokens', 'training_tokens'},
+            {'c', 'flops', 'compute', 'training flop', 'training flops', 'training_flops'},
             {'loss', 'eval_loss'})
 # BFGS, not L-BFGS-B: with 3-5 parameters the limited memory buys nothing, and scipy's
 # L-BFGS-B (>= 1.15) calls multithreaded OpenBLAS on tiny arrays, 20-100x slower on a
@@ -39,8 +43,9 @@ def points(table: pd.DataFrame | str | os.PathLike, loss: str = 'eval_loss',
 
   Args:
     table: a results table (llmjax.scaling.results) or external data; column names are
-      matched case-insensitively, with aliases (params/parameters/n, tokens/d,
-      flops/compute/c, loss/eval_loss). Rows without a status column count as done.
+      matched case-insensitively, with aliases (params/parameters/n/model size,
+      tokens/d/training tokens, flops/compute/c/training flop, loss/eval_loss). Rows
+      count as done when there is no status column.
     loss: the loss column to fit.
     params: the parameter count to fit (N or N_nonembedding).
   Returns:
