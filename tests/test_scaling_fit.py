@@ -40,7 +40,7 @@ def isoflop_table(noise: float, seed: int = 0, sizes: int = 7) -> pd.DataFrame:
 
 @pytest.mark.parametrize('noise, tol', [(0.0, 1e-3), (0.005, 0.02)])
 def test_approach3_recovers_the_law(noise, tol):
-  found = fit.approach3(fit.points(grid_table(noise)))
+  found = fit.approach3(fit.points(grid_table(noise)), bootstrap=0)
   law = found.law
   # E, alpha, beta and the exponents absolutely; A and B (exponentiated) relatively.
   for name in ('E', 'alpha', 'beta', 'a', 'b'):
@@ -72,7 +72,7 @@ def test_bootstrap_intervals_cover_the_truth_and_widen_with_noise():
 
 
 def test_approach2_recovers_isoflop_minima():
-  found = fit.approach2(fit.points(isoflop_table(noise=0.0)))
+  found = fit.approach2(fit.points(isoflop_table(noise=0.0)), bootstrap=0)
   assert found.excluded == ()
   assert list(found.optima['C']) == pytest.approx(list(BUDGETS))
   # A parabola in log N only approximates the profile: minima within 10%, not exactly.
@@ -98,14 +98,14 @@ def test_approach2_groups_by_rounded_compute_and_leaves_out_thin_groups():
   table.loc[table.index[-1], 'C'] *= 1.001  # still the same budget in log10 to 2 decimals
   thin = table[table['C'] > 5e20].iloc[:2]
   table = pd.concat([table[table['C'] < 5e20], thin])
-  found = fit.approach2(fit.points(table))
+  found = fit.approach2(fit.points(table), bootstrap=0)
   assert len(found.optima) == 3
   assert found.excluded == ({'budget': pytest.approx(1e21), 'reason':
                              '2 distinct N (a parabola needs 3)'},)
 
 
 def test_approach1_exponents_near_the_truth():
-  found = fit.approach1(fit.points(grid_table(noise=0.002, n=12)))
+  found = fit.approach1(fit.points(grid_table(noise=0.002, n=12)), bootstrap=0)
   # The envelope of final points is sparse and on the grid: a loose tolerance.
   assert abs(found.n_opt.a - TRUE.a) < 0.05 and abs(found.d_opt.a - TRUE.b) < 0.05
   assert found.optima['loss'].is_monotonic_decreasing

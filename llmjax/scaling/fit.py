@@ -349,7 +349,7 @@ def predict(fit: Approach3, N: float, D: float) -> Estimate:
   return _estimate(fit.law.predict(N, D), fit.draw_laws.predict(N, D))
 
 
-def approach3(pts: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0,
+def approach3(pts: pd.DataFrame, *, bootstrap: int = 200, seed: int = 0,
               grid: StartGrid = StartGrid(), delta: float = 1e-3) -> Approach3:
   """Fits L(N, D) = E + A / N^alpha + B / D^beta to `points(...)` (Approach 3).
 
@@ -450,7 +450,7 @@ def envelope(pts: pd.DataFrame) -> pd.DataFrame:
   return ordered[ordered['loss'] < best_before][['C', 'N', 'D', 'loss', 'name']]
 
 
-def approach1(pts: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0) -> ComputeOptimal:
+def approach1(pts: pd.DataFrame, *, bootstrap: int = 200, seed: int = 0) -> ComputeOptimal:
   """N_opt(C), D_opt(C) fitted to the lower envelope of loss against compute (final points
   of each trial; the envelope of whole training curves would be denser)."""
   frontier = envelope(pts)
@@ -498,7 +498,7 @@ def _isoflop_optima(pts: pd.DataFrame, groups: pd.Series) -> tuple[pd.DataFrame,
   return pd.DataFrame(optima, columns=columns), tuple(excluded)
 
 
-def approach2(pts: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0) -> ComputeOptimal:
+def approach2(pts: pd.DataFrame, *, bootstrap: int = 200, seed: int = 0) -> ComputeOptimal:
   """N_opt(C), D_opt(C) fitted to the minima of IsoFLOP profiles (Approach 2); resamples
   draw with replacement within each budget."""
   groups = isoflop_groups(pts)
