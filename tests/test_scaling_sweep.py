@@ -14,7 +14,7 @@ from flax import nnx
 
 from llmjax import configs
 from llmjax.model.transformer import Transformer
-from llmjax.scaling import results, runner
+from llmjax.scaling import report, results, runner
 from llmjax.scaling import sweep as sweep_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -154,6 +154,14 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path):
 
   listing = _sweep_cli(workdir, '--dry_run')
   assert listing.returncode == 0 and listing.stdout.count(' done') == 6
+
+  fits = report.write_report(table, workdir / 'report', bootstrap=20)
+  assert fits.approach3 is not None and fits.approach1 is not None
+  for plot in ('loss_vs_compute', 'fitted_vs_observed', 'residuals', 'optimal_allocation'):
+    for suffix in ('png', 'svg'):
+      assert (workdir / 'report' / f'{plot}.{suffix}').stat().st_size > 1000
+  summary = (workdir / 'report' / 'summary.md').read_text()
+  assert '6 finished trials fitted' in summary and "true irreducible loss" in summary
 
 
 def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):

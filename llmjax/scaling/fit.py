@@ -50,7 +50,8 @@ def points(table: pd.DataFrame | str | os.PathLike, loss: str = 'eval_loss',
     params: the parameter count to fit (N or N_nonembedding).
   Returns:
     Columns name, N, D, C, loss, budget, note (how a missing D or C was derived, with
-    C = 6 N D). `.attrs['excluded']` lists the rows left out: {'name', 'reason'}.
+    C = 6 N D). `.attrs['excluded']` lists the rows left out: {'name', 'reason'};
+    `.attrs['irreducible_loss']` is the data's known entropy when the table has one.
   Raises:
     ValueError: missing columns, duplicate names, NaN or non-positive values.
   """
@@ -71,6 +72,9 @@ def points(table: pd.DataFrame | str | os.PathLike, loss: str = 'eval_loss',
   out = pd.DataFrame({'name': names, **_numbers(table, loss, params)})[done]
   _check(out, loss)
   out.attrs['excluded'] = excluded
+  known = table['data_optimal_loss'][done].dropna() if 'data_optimal_loss' in table else []
+  if len(known) and known.nunique() == 1:  # synthetic data: the true E, to judge the fit by
+    out.attrs['irreducible_loss'] = float(known.iloc[0])
   return out.reset_index(drop=True)
 
 

@@ -148,6 +148,12 @@ def _fit_sections(fits: Fits) -> list[str]:
     if len(f.draws) < 0.8 * f.bootstrap:
       lines += ['', '**Intervals unreliable**: over 20% of resamples had too few distinct '
                 'points (or compute levels) to fit, so those that fitted are unrepresentative.']
+    truth = fits.points.attrs.get('irreducible_loss')
+    if isinstance(f, fit.Approach3) and truth is not None:
+      e = f.estimates()['E']
+      inside = 'inside' if e.lo <= truth <= e.hi else 'outside'
+      lines += ['', f'The data\'s true irreducible loss (its entropy rate) is {truth:.4g} nats; '
+                f'the fitted E is {_interval(e)}, {inside} the interval.']
     if isinstance(f, fit.ComputeOptimal):
       lines += ['', 'Points of the power laws:', ''] + _table(f.optima[['C', 'N', 'D', 'loss']])
       lines += [f'- left out budget {e["budget"]:.4g}: {e["reason"]}' for e in f.excluded]
