@@ -238,12 +238,17 @@ class _Throughput:
 
 
 class _Preemption:
-  """Turns SIGTERM/SIGINT into a flag the loop checks after each step."""
+  """Turns SIGTERM/SIGINT into a flag the loop checks after each step.
+
+  Single-process only: with several processes, JAX's own SIGTERM handler chooses
+  one step at which all of them save (`Checkpointer.reached_preemption`); a flag
+  per process could stop them at different steps, and one would wait forever.
+  """
 
   def __init__(self):
     self.requested = False
     self._previous = {}
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
       for sig in (signal.SIGTERM, signal.SIGINT):
         self._previous[sig] = signal.signal(sig, self._handle)
 

@@ -81,18 +81,36 @@ def test_two_processes_match_one_and_their_checkpoint_resumes_in_one(tmp_path,
   np.testing.assert_allclose([got[s] for s in expected], list(expected.values()), rtol=1e-5)
 
 
-def test_a_dead_process_stops_the_others_with_a_message(tmp_path, compilation_cache):
-  proc = _local(2, 2, tmp_path / 'run', '--config.train.steps=100000', '--heartbeat_timeout=10',
-                env=compilation_cache, wait=False)
+def _start_long_run(workdir, env, *flags):
+  """(local.sh process, {process index: pid}) once a few steps have been logged."""
+  proc = _local(2, 2, workdir, '--config.train.steps=100000', *flags, env=env, wait=False)
   pids = {}
   deadline = time.time() + 180
   while len(pids) < 2 and time.time() < deadline:  # 'llmjax local: process I: pid P log ...'
     words = proc.stdout.readline().split()
     if words[:2] == ['llmjax', 'local:']:
       pids[int(words[3].rstrip(':'))] = int(words[5])
-  metrics = tmp_path / 'run/metrics.jsonl'
-  while time.time() < deadline and not (metrics.exists() and len(_losses(tmp_path / 'run')) > 2):
+  metrics = workdir / 'metrics.jsonl'
+  while time.time() < deadline and not (metrics.exists() and len(_losses(workdir)) > 2):
     time.sleep(0.2)
+  return proc, pids
+
+
+def test_sigterm_saves_the_same_step_in_every_process(tmp_path, compilation_cache):
+  proc, _ = _start_long_run(tmp_path / 'run', compilation_cache)
+  proc.send_signal(signal.SIGTERM)  # local.sh passes it on to every process
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err[-2000:]
+  assert 'interrupted; stopping all processes' in err and 'failed' not in err
+  # orbax finalizes a step only once every process has written its part of it.
+  saved = sorted(int(p.name) for p in (tmp_path / 'run/checkpoints').iterdir())
+  assert saved[-1] >= 3
+  log = (tmp_path / 'run-logs/process_0.log').read_text()
+  assert f'preempted; checkpoint of step {saved[-1]} saved' in log
+
+
+def test_a_dead_process_stops_the_others_with_a_message(tmp_path, compilation_cache):
+  proc, pids = _start_long_run(tmp_path / 'run', compilation_cache, '--heartbeat_timeout=10')
   os.kill(pids[1], signal.SIGKILL)
   killed = time.time()
   _, err = proc.communicate(timeout=90)
