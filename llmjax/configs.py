@@ -252,6 +252,9 @@ def _check_mesh(exp: Experiment, num_devices: int, errors: list[str]) -> None:
   except ValueError as e:
     errors.append(f'config.mesh: {e}')
     return
+  if mesh.dcn_data < 1 or shape[0] % mesh.dcn_data:
+    errors.append(f'config.mesh.dcn_data={mesh.dcn_data} must be a positive divisor of the '
+                  f'data axis ({shape[0]})')
   if not all(isinstance(r, tuple) and len(r) == 2 for r in mesh.rules):
     errors.append('config.mesh.rules: expected pairs (logical name, mesh axis or axes or None)')
     return

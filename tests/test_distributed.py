@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from llmjax import distributed, sharding
+from llmjax import configs, distributed, sharding
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LOCAL = str(ROOT / 'launch/local.sh')
@@ -169,6 +169,14 @@ def test_dcn_mesh_in_one_process_equals_the_plain_mesh():
   with pytest.raises(ValueError, match=r'mesh.dcn_data=3 must be a positive divisor of the '
                                        r'data axis \(4\)'):
     sharding.make_mesh(-1, 2, 1, dcn_data=3)
+
+
+def test_config_refuses_a_dcn_size_that_does_not_divide_the_data_axis():
+  config = configs.defaults()
+  config.mesh.dcn_data = 3
+  with pytest.raises(configs.ConfigError, match=r'config.mesh.dcn_data=3 must be a positive '
+                                                r'divisor of the data axis \(8\)'):
+    configs.build(config, 8)
 
 
 def _fake_devices(processes: int, per_process: int, slices: int = 1):
