@@ -8,7 +8,10 @@ a 20-step run on the 8 fake devices with sharded parameters, and a 6-trial sweep
 import dataclasses
 import functools
 import importlib.util
+import os
 import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +28,6 @@ from llmjax.data.tokenizers import ByteTokenizer
 from llmjax.model.attention import attention_mask
 from llmjax.model.config import ModelConfig
 from llmjax.model.transformer import Transformer
-from llmjax.scaling import runner
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RUN_STEPS = [5, 10, 15, 20]
@@ -50,8 +52,11 @@ def make_tiny_run(root: pathlib.Path) -> pathlib.Path:
   config.checkpoint.keep_last = 10
   config.train.log_every = 1
   config.train.sample_tokens = 0
+  config.train.inject_nan_at_step = 12  # a skipped step, for the spike analysis
+  config.checkpoint.nonfinite = 'skip'
   config.metrics.tensorboard = False
   config.metrics.peak_flops_per_device = 1e9  # no matmul benchmark
+  config.data.shuffle_window = 64  # filling the default window of 8192 rows takes seconds
   exp = configs.build(config, jax.device_count())
   workdir = root / 'tiny_run'
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
@@ -59,24 +64,49 @@ def make_tiny_run(root: pathlib.Path) -> pathlib.Path:
   return workdir
 
 
+# synthetic_entropy.py:tiny (3 sizes x 2 IsoFLOP budgets) with a tenth of the steps, at a
+# constant learning rate: the two trials of a size then compile the same programs, which the
+# persistent compilation cache compiles once.
+SWEEP_FILE = """
+import dataclasses
+import importlib.util
+
+_spec = importlib.util.spec_from_file_location('_synthetic', {source!r})
+_synthetic = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_synthetic)
+
+
+def get_config(variant=''):
+  config = _synthetic.get_config(variant)
+  config.optim.schedule = 'constant'
+  config.data.shuffle_window = 64
+  config.checkpoint.every_steps = 0
+  config.metrics.tensorboard = False
+  config.metrics.peak_flops_per_device = 1e9
+  return config
+
+
+def get_sweep(variant=''):
+  return [dataclasses.replace(t, overrides={{**t.overrides, 'optim.warmup_steps': 0,
+                                            'train.steps': t.overrides['train.steps'] // 10}})
+          for t in _synthetic.get_sweep(variant)]
+"""
+
+
 @functools.cache
 def make_tiny_sweep(root: pathlib.Path) -> pathlib.Path:
-  """synthetic_entropy.py:tiny (3 sizes x 2 IsoFLOP budgets) with a tenth of the steps."""
-  sw = runner.load(str(ROOT / 'experiments/scaling/synthetic_entropy.py:tiny'))
-  for key, value in {'checkpoint.every_steps': 0, 'metrics.tensorboard': False,
-                     'metrics.peak_flops_per_device': 1e9}.items():
-    section, field = key.split('.')
-    sw.base[section][field] = value
-  trials = [dataclasses.replace(t, overrides={**t.overrides,
-                                              'train.steps': t.overrides['train.steps'] // 10})
-            for t in sw.trials]
-  sw = runner.Sweep(sw.config_file, sw.base, trials)
+  """A 6-trial sweep, run by the sweep CLI on one CPU device."""
+  sweep_file = root / 'tiny_sweep.py'
+  sweep_file.write_text(SWEEP_FILE.format(
+      source=str(ROOT / 'experiments/scaling/synthetic_entropy.py')))
   workdir = root / 'tiny_sweep'
-  workdir.mkdir()
-  runner.write_manifest(workdir, sw, [])
-  logging.set_verbosity(logging.WARNING)
-  statuses = runner.run(workdir, sw, runner.build_all(sw, jax.device_count()), sw.trials)
-  assert set(statuses.values()) == {'done'}, statuses
+  env = {**os.environ, 'XLA_FLAGS': '', 'JAX_PLATFORMS': 'cpu',
+         'JAX_COMPILATION_CACHE_DIR': str(root / 'jax_cache'),
+         'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
+  proc = subprocess.run([sys.executable, '-m', 'llmjax.sweep', f'--config={sweep_file}:tiny',
+                         f'--workdir={workdir}'], env=env, cwd=root, capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   return workdir
 
 
@@ -127,6 +157,10 @@ def test_checkpoint_written_on_8_devices_restores_on_one_cpu(tiny_run):
 def test_run_metrics_table(tiny_run):
   table = tiny_run.metrics
   assert list(table.step) == list(range(1, 21))  # one row per logged step
+  assert table.loss.isna().tolist() == [s == 12 for s in range(1, 21)]  # skipped: NaN ('nan')
+  spikes = curves.find_spikes(table, checkpoints=tiny_run.steps)
+  assert spikes[['step', 'skipped', 'checkpoint_before', 'checkpoint_after']].values.tolist() \
+      == [[12, True, 10, 15]]
   assert table['eval/loss'].notna().tolist() == [s in (10, 20) for s in range(1, 21)]
   assert table.loc[table.step == 20, 'loss'].notna().all()  # train and eval records merged
   assert (table.tokens == table.step * 8 * 64).all()
@@ -167,7 +201,6 @@ def test_text_encoding_and_held_out_batch(tiny_run):
   assert set(batch) == {'inputs', 'targets', 'positions', 'segment_ids', 'weights'}
   assert batch['inputs'].shape == (3, 64)
   np.testing.assert_array_equal(batch['inputs'][:, 1:], batch['targets'][:, :-1])
-  assert isinstance(tiny_run.sample(5, 'def ', num_tokens=8), str)
 
 
 # ----------------------------------------------------------------------------- activations
@@ -371,7 +404,12 @@ def test_find_spikes():
   assert spike.z > 5 and spike.grad_norm_ratio > 5
   assert (spike.checkpoint_before, spike.checkpoint_after) == (50, 75)
   metrics.loc[79, 'loss'] = np.inf
-  assert curves.find_spikes(metrics).step.tolist() == [60, 80]
+  metrics['skipped_steps'] = (steps >= 90).astype(float)  # step 90 was skipped: NaN loss
+  metrics.loc[89, 'loss'] = np.nan
+  metrics.loc[94, 'loss'] = np.nan  # not logged
+  found = curves.find_spikes(metrics)
+  assert found.step.tolist() == [60, 80, 90]
+  assert found.skipped.tolist() == [False, False, True]
   with pytest.raises(ValueError, match='window must be at least 3'):
     curves.find_spikes(metrics, window=2)
 

@@ -36,16 +36,23 @@ def find_spikes(metrics: pd.DataFrame, key: str = 'loss', window: int = 20,
                 threshold: float = 5.0, checkpoints: list[int] | None = None) -> pd.DataFrame:
   """Logged steps where `key` jumps above its recent level: more than `threshold` robust
   standard deviations (1.4826 x median absolute deviation of the previous `window` values)
-  above their median; infinite values always count (NaN ones are treated as not logged:
-  see skipped_steps). One row per spike with the value,
-  that baseline, the z-score, the optimizer metrics at the spike and how far grad_norm was
-  above its own baseline (a spike that starts in the gradients shows there first); with
-  `checkpoints` (a Run's steps) also the checkpoints just before and after, whose weights
-  and per-token losses tell what changed."""
+  above their median. Infinite values, and steps the non-finite policy skipped (their
+  skipped_steps counter went up; the loss is NaN), always count.
+
+  One row per spike: the value, that baseline, the z-score, whether the step was skipped,
+  the optimizer metrics at the spike and how far grad_norm was above its own baseline (a
+  spike that starts in the gradients shows there first); with `checkpoints` (a Run's
+  steps) also the checkpoints just before and after, whose weights and per-token losses
+  tell what changed.
+  """
   if window < 3:
     raise ValueError(f'window must be at least 3 logged steps, got {window}')
-  values = _numeric_column(metrics, key, 'key')
-  rows = metrics.assign(_value=values).dropna(subset=['_value']).sort_values('step')
+  rows = metrics.assign(_value=_numeric_column(metrics, key, 'key')).sort_values('step')
+  skipped = pd.Series(False, index=rows.index)
+  if 'skipped_steps' in rows:  # a running count; evaluation-only rows lack it
+    skipped = pd.to_numeric(rows['skipped_steps'], errors='coerce').ffill().diff() > 0
+  keep = rows['_value'].notna() | skipped
+  rows, skipped = rows[keep], skipped[keep]
   finite = rows['_value'].where(np.isfinite(rows['_value']))
 
   def baseline(series):
@@ -56,8 +63,9 @@ def find_spikes(metrics: pd.DataFrame, key: str = 'loss', window: int = 20,
 
   median, spread = baseline(finite)
   z = (rows['_value'] - median) / spread.where(spread > 0, np.nan)
-  flagged = (z > threshold) | ~np.isfinite(rows['_value'])
-  out = pd.DataFrame({'step': rows['step'], key: rows['_value'], 'baseline': median, 'z': z})
+  flagged = (z > threshold) | np.isinf(rows['_value']) | skipped
+  out = pd.DataFrame({'step': rows['step'], key: rows['_value'], 'baseline': median, 'z': z,
+                      'skipped': skipped})
   for name in SPIKE_CONTEXT:
     if name in rows:
       out[name] = pd.to_numeric(rows[name], errors='coerce')

@@ -1,4 +1,5 @@
-"""Matplotlib figures of the analysis tables, one call each; every function returns its Figure.
+"""Matplotlib figures of the analysis tables, one call each; every function returns its Figure
+(made without pyplot: no global figure state, so a notebook shows each figure once).
 
 Tables from `compare.over_steps` / `over_runs` (with a step or run column) get one line per
 checkpoint (coloured from early to late) or per run (by size).
@@ -6,9 +7,10 @@ checkpoint (coloured from early to late) or per run (by size).
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib.pyplot as plt
+import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from llmjax.analysis import weights as weights_lib
 from llmjax.analysis.runs import Run, Sweep
@@ -17,16 +19,16 @@ from llmjax.analysis.runs import Run, Sweep
 def _figure(panels: int = 1, width: float = 5.0, height: float = 3.5, cols: int = 3):
   cols = min(panels, cols)
   rows = -(-panels // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False,
-                           layout='constrained')
+  fig = Figure(figsize=(width * cols, height * rows), layout='constrained')
+  axes = fig.subplots(rows, cols, squeeze=False)
   for ax in axes.ravel()[panels:]:
     ax.set_visible(False)
   return fig, axes.ravel()[:panels]
 
 
-def _hue(table: pd.DataFrame) -> str | None:
+def _hue(table: pd.DataFrame, columns=('run', 'trial', 'step')) -> str | None:
   """The column that tells curves apart: run (a comparison of runs) or step (of checkpoints)."""
-  for column in ('run', 'trial', 'step'):
+  for column in columns:
     if column in table and table[column].nunique() > 1:
       return column
   return None
@@ -39,7 +41,7 @@ def _groups(table: pd.DataFrame, hue: str | None):
     return
   order = table.groupby(hue, sort=False)['N'].first().sort_values().index \
       if 'N' in table and hue in ('run', 'trial') else sorted(table[hue].unique())
-  colours = plt.get_cmap('viridis')(np.linspace(0.0, 0.9, len(order)))
+  colours = matplotlib.colormaps['viridis'](np.linspace(0.0, 0.9, len(order)))
   for value, colour in zip(order, colours):
     label = f'step {value}' if hue == 'step' else str(value)
     yield label, colour, table[table[hue] == value]
@@ -55,16 +57,17 @@ def curves(source: Run | Sweep | pd.DataFrame, keys: Sequence[str] = ('loss', 'e
   missing = [k for k in [x, *keys] if k not in table]
   if missing:
     raise KeyError(f'no metric {missing[0]!r}; the table has {", ".join(map(str, table))}')
+  hue = _hue(table, ('run', 'trial'))  # a metrics table has one row per step
   fig, axes = _figure(len(keys))
   for ax, key in zip(axes, keys):
-    for label, colour, rows in _groups(table, _hue(table)):
+    for label, colour, rows in _groups(table, hue):
       rows = rows[[x, key]].dropna()
       y = rows[key].rolling(smooth, min_periods=1).mean() if smooth > 1 else rows[key]
       ax.plot(rows[x], y, color=colour, label=label, marker='.' if len(rows) < 30 else None)
     ax.set(xlabel=x, ylabel=key, xscale='log' if logx else 'linear',
            yscale='log' if logy else 'linear')
     ax.grid(alpha=0.3)
-  if _hue(table):
+  if hue:
     axes[0].legend(fontsize='small')
   return fig
 
@@ -86,7 +89,7 @@ def weight_stats(table: pd.DataFrame, value: str = 'rms', x: str = 'step'):
   for ax, kind in zip(axes, kinds):
     rows = table[table['kind'] == kind]
     layers = sorted(rows['layer'].unique())
-    colours = plt.get_cmap('plasma')(np.linspace(0.0, 0.85, len(layers)))
+    colours = matplotlib.colormaps['plasma'](np.linspace(0.0, 0.85, len(layers)))
     for layer, colour in zip(layers, colours):
       line = rows[rows['layer'] == layer].sort_values(x)
       ax.plot(line[x], line[value], color=colour, marker='.',
@@ -102,7 +105,7 @@ def spectrum(models, kind: str, layer: int = -1):
   label -> model (e.g. {f'step {s}': run.model(s) for s in run.steps})."""
   models = models if isinstance(models, Mapping) else {kind: models}
   fig, (ax,) = _figure()
-  colours = plt.get_cmap('viridis')(np.linspace(0.0, 0.9, len(models)))
+  colours = matplotlib.colormaps['viridis'](np.linspace(0.0, 0.9, len(models)))
   for (label, model), colour in zip(models.items(), colours):
     values = weights_lib.singular_values(model, kind, layer)
     ax.plot(np.arange(1, len(values) + 1), values, color=colour, label=str(label))
@@ -137,7 +140,8 @@ def heads(table: pd.DataFrame, value: str = 'entropy'):
   """A per-head table (`activations.attention_stats`, `weights.head_norms`) as a layer x head
   heatmap of `value`."""
   grid = table.pivot_table(index='layer', columns='head', values=value)
-  fig, (ax,) = _figure(width=1.0 + 0.5 * grid.shape[1], height=1.0 + 0.5 * grid.shape[0])
+  fig, (ax,) = _figure(width=max(3.5, 1.5 + 0.5 * grid.shape[1]),
+                       height=max(2.5, 1.0 + 0.4 * grid.shape[0]))
   image = ax.imshow(grid.to_numpy(), cmap='viridis', aspect='auto')
   ax.set(xlabel='head', ylabel='layer', title=value, xticks=range(grid.shape[1]),
          yticks=range(grid.shape[0]))
@@ -197,11 +201,18 @@ def loss_by_position(table: pd.DataFrame, logx: bool = True):
 def loss_by_class(table: pd.DataFrame, value: str = 'loss'):
   """`activations.loss_by_class` (or a comparison of them) as bars per token class."""
   hue = _hue(table)
-  wide = table.pivot_table(index='class', columns=hue, values=value) if hue else \
-      table.set_index('class')[[value]]
+  classes = list(dict.fromkeys(table['class']))
+  groups = list(_groups(table, hue))
+  width = 0.8 / len(groups)
   fig, (ax,) = _figure(width=6.0)
-  wide.plot.bar(ax=ax, legend=bool(hue), rot=30, colormap='viridis' if hue else None)
-  ax.set(ylabel=value, xlabel='')
+  for i, (label, colour, rows) in enumerate(groups):
+    heights = rows.set_index('class')[value].reindex(classes)
+    ax.bar(np.arange(len(classes)) + (i - (len(groups) - 1) / 2) * width, heights, width,
+           color=colour, label=label)
+  ax.set_xticks(range(len(classes)), classes, rotation=30)
+  ax.set(ylabel=value)
+  if hue:
+    ax.legend(fontsize='small')
   ax.grid(alpha=0.3, axis='y')
   return fig
 
