@@ -28,6 +28,9 @@ def cache_mask(query_positions: jax.Array, slot_positions: jax.Array) -> jax.Arr
   return ((slots >= 0) & (slots <= query_positions[:, :, None]))[:, None]
 
 
+_CACHE_AXES = (None, 'batch', 'length', 'act_kv_heads', None)  # L B S K H
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class KVCache:
@@ -49,10 +52,21 @@ class KVCache:
     """An empty cache of `length` slots per row."""
     shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
     # Laid out like the training activations: batch over data, kv heads over tensor.
-    zeros = sharding.constrain(jnp.zeros(shape, jnp.dtype(cfg.dtype)),
-                               (None, 'batch', 'length', 'act_kv_heads', None))
+    zeros = sharding.constrain(jnp.zeros(shape, jnp.dtype(cfg.dtype)), _CACHE_AXES)
     positions = sharding.constrain(jnp.full((batch, length), -1, jnp.int32), ('batch', 'length'))
     return cls(k=zeros, v=zeros, positions=positions, index=jnp.zeros((), jnp.int32))
+
+  def update(self, layer, k: jax.Array, v: jax.Array) -> tuple['KVCache', jax.Array, jax.Array]:
+    """Writes a chunk's keys and values (BTKH each) of layer `layer` into slots
+    index..index+T-1; returns the cache and that layer's keys and values in all S slots
+    (BSKH each). Inside a decode loop XLA updates the buffers in place."""
+    start = (layer, 0, self.index, 0, 0)
+    k_all, v_all = (jax.lax.dynamic_update_slice(c, new[None].astype(c.dtype), start)
+                    for c, new in ((self.k, k), (self.v, v)))
+    layer_axes = _CACHE_AXES[1:]
+    return (dataclasses.replace(self, k=k_all, v=v_all),
+            sharding.constrain(k_all[layer], layer_axes),
+            sharding.constrain(v_all[layer], layer_axes))
 
 
 def einsum_attention(q, k, v, mask) -> jax.Array:
@@ -108,21 +122,19 @@ class Attention(nnx.Module):
     q, k, v = self._project(x, positions)
     return self._output(dot_product_attention(q, k, v, mask, self.cfg.attention_impl))
 
-  def decode(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
-             kv: tuple[jax.Array, jax.Array], index: jax.Array):
-    """x: BTD, positions: BT, mask: B1TS, kv: this layer's cache (k, v), each BSKH.
+  def decode(self, x: jax.Array, positions: jax.Array, mask: jax.Array, cache: KVCache,
+             layer) -> tuple[jax.Array, KVCache]:
+    """x: BTD, positions: BT, mask: B1TS over the cache's slots (this chunk's included).
 
-    Writes the chunk's keys and values into slots index..index+T-1 and attends over all S
-    slots; returns (BTD, the updated kv).
+    Writes the chunk's keys and values into layer `layer` of the cache, then attends over
+    that layer's S slots; returns (BTD, the cache).
     """
     q, k, v = self._project(x, positions)
-    kv = tuple(jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype), index, axis=1)
-               for c, new in zip(kv, (k, v)))
-    kv = tuple(sharding.constrain(c, ('batch', 'length', 'act_kv_heads', None)) for c in kv)
+    cache, k, v = cache.update(layer, k, v)
     # cuDNN's fused kernel takes no arbitrary mask, and one query per row gains nothing from
     # it: 'xla' keeps jax.nn's path, everything else the einsum (no k/v copies for K < N).
     impl = 'xla' if self.cfg.attention_impl == 'xla' else 'einsum'
-    return self._output(dot_product_attention(q, *kv, mask, impl)), kv
+    return self._output(dot_product_attention(q, k, v, mask, impl)), cache
 
   def _project(self, x, positions):
     """BTD -> q BTNH, k and v BTKH, with biases, qk norms and rotary positions applied."""

@@ -1,5 +1,7 @@
 """The decoder-only Transformer LM: pre-norm blocks over a stacked layer axis."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -37,11 +39,11 @@ class Block(nnx.Module):
     x = x + layers.dropout(h, self.dropout_rate, mlp_key)
     return sharding.constrain(x, ('batch', 'length', 'act_embed'))
 
-  def decode(self, x, positions, mask, kv, index):  # BTD -> BTD, and the layer's next kv
-    h, kv = self.attn.decode(self.attn_norm(x), positions, mask, kv, index)
+  def decode(self, x, positions, mask, cache, layer):  # BTD -> BTD, and the cache
+    h, cache = self.attn.decode(self.attn_norm(x), positions, mask, cache, layer)
     x = x + h
     x = x + self.mlp(self.mlp_norm(x))
-    return sharding.constrain(x, ('batch', 'length', 'act_embed')), kv
+    return sharding.constrain(x, ('batch', 'length', 'act_embed')), cache
 
 
 class Transformer(nnx.Module):
@@ -121,19 +123,21 @@ class Transformer(nnx.Module):
   def decode_hidden(self, tokens, positions, cache: KVCache) -> tuple[jax.Array, KVCache]:
     """`decode` up to the residual stream after the last block (BTD), for callers that
     want logits at a few positions only."""
-    slot_positions = jax.lax.dynamic_update_slice_in_dim(cache.positions, positions,
-                                                         cache.index, axis=1)
-    mask = cache_mask(positions, slot_positions)
-    positions = jnp.maximum(positions, 0)  # padding: any valid table row or rotation
-    x = self.embed_tokens(tokens, positions)
+    slots = jax.lax.dynamic_update_slice_in_dim(cache.positions, positions, cache.index, 1)
+    mask = cache_mask(positions, slots)
+    valid = jnp.maximum(positions, 0)  # padding: any row of the table, any rotation
+    x = self.embed_tokens(tokens, valid)
     graphdef, stacked = nnx.split(self.blocks)
 
-    def one_block(x, layer):
-      block_state, k, v = layer
-      return nnx.merge(graphdef, block_state).decode(x, positions, mask, (k, v), cache.index)
+    # The cache rides in the carry, not in the scanned inputs and outputs: each layer then
+    # writes its T new slots in place instead of XLA copying the whole cache every step.
+    def one_block(carry, layer):
+      (x, cache), (block_state, i) = carry, layer
+      return nnx.merge(graphdef, block_state).decode(x, valid, mask, cache, i), None
 
-    x, (k, v) = self._over_layers(one_block, x, (stacked, cache.k, cache.v))
-    return x, KVCache(k=k, v=v, positions=slot_positions, index=cache.index + tokens.shape[1])
+    layer_ids = jnp.arange(self.cfg.num_layers)
+    (x, cache), _ = self._over_layers(one_block, (x, cache), (stacked, layer_ids))
+    return x, dataclasses.replace(cache, positions=slots, index=cache.index + tokens.shape[1])
 
   def logits(self, x: jax.Array) -> jax.Array:
     """BTD residual stream -> BTV float32 logits (final norm, then the output head)."""
