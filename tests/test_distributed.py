@@ -20,10 +20,11 @@ from llmjax import configs, distributed, sharding
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LOCAL = str(ROOT / 'launch/local.sh')
-# Tiny model, synthetic data with an 8-batch held-out split, no sample; checkpoints
-# at steps 10 and 20; a mesh whose batch axis spans the process boundary; a fixed
-# peak FLOP/s instead of a measurement.
-FLAGS = ['--config.data.source=synthetic:vocab=64,doc_len=64', '--config.train.sample_tokens=0',
+# Tiny model, synthetic data (i.i.d. documents: no shuffle window to fill) with an
+# 8-batch held-out split, no sample; checkpoints at steps 10 and 20; a mesh whose
+# batch axis spans the process boundary; a fixed peak FLOP/s, not a measurement.
+FLAGS = ['--config.data.source=synthetic:vocab=64,doc_len=64', '--config.data.shuffle_window=1',
+         '--config.train.sample_tokens=0',
          '--config.train.eval_every=1000', '--config.train.log_every=1',
          '--config.checkpoint.keep_log_spaced=False', '--config.checkpoint.every_steps=10',
          '--config.mesh.fsdp=2', '--config.metrics.peak_flops_per_device=1e10',
