@@ -41,7 +41,8 @@ python=${PYTHON:-python}
 devices=${LLMJAX_DEVICES_PER_PROCESS:-2}
 log_dir=${LLMJAX_LOG_DIR:-logs/local-$(date +%Y%m%d-%H%M%S)}
 grace=${LLMJAX_STOP_GRACE_S:-10}
-port=${LLMJAX_PORT:-$("$python" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')}
+free_port='import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'
+port=${LLMJAX_PORT:-$("$python" -c "$free_port")}
 
 # Sets cmd to the command of process $1, followed by the remaining arguments.
 command_of() {

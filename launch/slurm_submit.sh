@@ -17,7 +17,8 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 [--dry_run] [--trials N] [--parallel K] [--nodes M] SWEEP_CONFIG WORKDIR [flags...]" >&2
+  echo "usage: $0 [--dry_run] [--trials N] [--parallel K] [--nodes M]" \
+    "SWEEP_CONFIG WORKDIR [flags...]" >&2
   exit 2
 }
 

@@ -6,7 +6,7 @@
 # command.
 #
 #   launch/tpu_vm.sh [--dry_run] create NAME           queue a slice and wait until it is ACTIVE
-#   launch/tpu_vm.sh [--dry_run] setup NAME            copy this repository (HEAD) and pip install it
+#   launch/tpu_vm.sh [--dry_run] setup NAME            copy this repository (HEAD), pip install it
 #   launch/tpu_vm.sh [--dry_run] run NAME CONFIG WORKDIR [llmjax.main flags...]
 #   launch/tpu_vm.sh [--dry_run] sweep NAME SWEEP_CONFIG WORKDIR [llmjax.sweep flags...]
 #                                                      every trial, one after another
