@@ -89,6 +89,10 @@ def main(argv):
                               dcn_data=exp.mesh.dcn_data)
     print(aot.format_report(exp, mesh, aot.memory_report(exp, mesh)))
     return
+  if jax.process_count() > 1 and not _WORKDIR.value:  # each would pick its own timestamp
+    print('llmjax: a multi-process run needs --workdir, one folder all processes share',
+          file=sys.stderr)
+    sys.exit(2)
   workdir = pathlib.Path(_WORKDIR.value or _default_workdir(flags.FLAGS['config'].config_filename))
   problem = _resume_problem(workdir, configs.as_dict(exp))
   if problem:
