@@ -11,7 +11,7 @@ on a noisy machine:
                     transformers model called with use_cache=True);
   decode tokens/s   B * (new - 1) / (time of generate(new) - time of generate(1)): the
                     tokens after the first, so prefill and fixed costs cancel.
-Times are medians of `--repeats` runs after a warm-up (llmjax compiles there).
+Times are medians of `--repeats` runs after a warm-up run (llmjax compiles there).
 """
 
 import argparse
@@ -31,14 +31,15 @@ from llmjax.convert import hf
 from llmjax.model.attention import KVCache
 
 
-def _median_seconds(fn, repeats: int) -> float:
-  fn()  # warm-up: compilation, allocations
+def _timed(fn, repeats: int):
+  """(median seconds of `repeats` calls after a warm-up call, the last result)."""
+  result = fn()  # warm-up: compilation, allocations
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
-    fn()
+    result = fn()
     times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  return statistics.median(times), result
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -53,12 +54,12 @@ def llmjax_times(model, prompts: np.ndarray, new: int, repeats: int) -> dict:
   slots = prompts.shape[1] + new
   greedy = functools.partial(generate.generate, model, prompts, temperature=0.0,
                              return_logprobs=False)
-  return {
-      'prefill_s': _median_seconds(
-          lambda: jax.block_until_ready(_prefill(graphdef, params, prompts, slots)), repeats),
-      'generate_1_s': _median_seconds(lambda: greedy(max_new_tokens=1), repeats),
-      'generate_s': _median_seconds(lambda: greedy(max_new_tokens=new), repeats),
-      'tokens': np.stack(greedy(max_new_tokens=new).tokens)}
+  prefill_s, _ = _timed(
+      lambda: jax.block_until_ready(_prefill(graphdef, params, prompts, slots)), repeats)
+  generate_s, out = _timed(lambda: greedy(max_new_tokens=new), repeats)
+  return {'prefill_s': prefill_s, 'generate_s': generate_s,
+          'generate_1_s': _timed(lambda: greedy(max_new_tokens=1), repeats)[0],
+          'tokens': np.stack(out.tokens)}
 
 
 def hf_times(model, prompts: np.ndarray, new: int, repeats: int) -> dict:
@@ -73,10 +74,10 @@ def hf_times(model, prompts: np.ndarray, new: int, repeats: int) -> dict:
     with torch.no_grad():
       model(ids, use_cache=True)
 
-  return {'prefill_s': _median_seconds(prefill, repeats),
-          'generate_1_s': _median_seconds(lambda: greedy(1), repeats),
-          'generate_s': _median_seconds(lambda: greedy(new), repeats),
-          'tokens': greedy(new)[:, prompts.shape[1]:].numpy()}
+  generate_s, out = _timed(lambda: greedy(new), repeats)
+  return {'prefill_s': _timed(prefill, repeats)[0], 'generate_s': generate_s,
+          'generate_1_s': _timed(lambda: greedy(1), repeats)[0],
+          'tokens': out[:, prompts.shape[1]:].numpy()}
 
 
 def main():
@@ -85,9 +86,10 @@ def main():
   parser.add_argument('--batch_sizes', type=int, nargs='*', default=[1, 8])
   parser.add_argument('--prompt', type=int, default=128, help='prompt tokens per row')
   parser.add_argument('--new', type=int, default=128, help='new tokens per row')
-  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--repeats', type=int, default=2)
   args = parser.parse_args()
 
+  transformers.utils.logging.disable_progress_bar()
   torch.manual_seed(0)
   reference = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=args.layers)).eval()
   reference.generation_config.eos_token_id = None  # every row generates --new tokens

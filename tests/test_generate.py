@@ -99,6 +99,13 @@ def test_cached_decoding_equals_full_recomputation(options):
                                  err_msg=f'{pad}, step {i}')
 
 
+def test_the_cache_is_in_the_compute_dtype():
+  cache = KVCache.init(dataclasses.replace(CFG, dtype='bfloat16'), batch=2, length=8)
+  assert cache.k.dtype == cache.v.dtype == jnp.bfloat16
+  assert cache.k.shape == (CFG.num_layers, 2, 8, CFG.num_kv_heads, CFG.head_dim)
+  np.testing.assert_array_equal(cache.positions, -1)  # every slot empty
+
+
 def test_greedy_equals_a_naive_loop_and_logprobs_are_the_models(model):
   left = generate.generate(model, PROMPTS, max_new_tokens=10, temperature=0.0)
   right = generate.generate(model, PROMPTS, max_new_tokens=10, temperature=0.0, pad='right')
@@ -128,9 +135,10 @@ def test_top_k_and_top_p_keep_the_right_tokens():
   logits = jnp.log(jnp.array([[0.05, 0.4, 0.1, 0.3, 0.15]]))
   kept = lambda k, p: np.isfinite(generate._filter_top_k_top_p(logits, k, p))[0]
   np.testing.assert_array_equal(kept(2, 1.0), [0, 1, 0, 1, 0])
-  np.testing.assert_array_equal(kept(0, 0.7), [0, 1, 0, 1, 0])  # 0.4 + 0.3 reach 0.7
+  np.testing.assert_array_equal(kept(0, 0.69), [0, 1, 0, 1, 0])  # 0.4 + 0.3 reach 0.69
   np.testing.assert_array_equal(kept(0, 0.71), [0, 1, 0, 1, 1])
-  np.testing.assert_array_equal(kept(3, 0.9), [0, 1, 0, 1, 1])  # top-p of the renormalized top 3
+  # Nucleus of the renormalized top 3: 0.4 and 0.3 of 0.85 already hold 0.82 > 0.8.
+  np.testing.assert_array_equal(kept(3, 0.8), [0, 1, 0, 1, 0])
   np.testing.assert_array_equal(kept(0, 1.0), [1, 1, 1, 1, 1])
 
 
@@ -278,7 +286,7 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('kind', ['gpt2', 'llama'])
-def test_greedy_equals_hugging_face_generate(tmp_path, kind):
+def test_greedy_equals_hugging_face_generate(tmp_path, kind, capsys):
   torch = pytest.importorskip('torch')
   transformers = pytest.importorskip('transformers')
   hf = pytest.importorskip('llmjax.convert.hf')
@@ -298,9 +306,13 @@ def test_greedy_equals_hugging_face_generate(tmp_path, kind):
   reference.generation_config.eos_token_id = None  # compare all 10 tokens
   model, _ = hf.load_hf(tmp_path / kind)
   prompts = np.random.default_rng(1).integers(0, 128, (2, 7))
+  mask = np.ones_like(prompts)
+  mask[1, :3] = 0  # the second prompt has 4 tokens, left-padded as transformers wants
   with torch.no_grad():
-    expected = reference.generate(
-        torch.tensor(prompts), attention_mask=torch.ones(prompts.shape, dtype=torch.long),
-        do_sample=False, max_new_tokens=10, pad_token_id=0)
-  out = generate.generate(model, prompts, max_new_tokens=10, temperature=0.0)
+    expected = reference.generate(torch.tensor(prompts), attention_mask=torch.tensor(mask),
+                                  do_sample=False, max_new_tokens=10, pad_token_id=0)
+  out = generate.generate(model, [prompts[0], prompts[1, 3:]], max_new_tokens=10,
+                          temperature=0.0)
   np.testing.assert_array_equal(np.stack(out.tokens), expected[:, 7:].numpy())
+  assert generate.main(['--hf_dir', str(tmp_path / kind), '--prompt', 'x']) == 2
+  assert f'{tmp_path / kind} holds no tokenizer' in capsys.readouterr().err
