@@ -15,7 +15,7 @@ from ml_collections import config_dict
 
 from llmjax import checkpoint, optim, sharding
 from llmjax.checkpoint import NONFINITE_POLICIES, CheckpointConfig
-from llmjax.data import pipeline, sources
+from llmjax.data import pipeline, sources, synthetic
 from llmjax.metrics import MetricsConfig
 from llmjax.model import config as model_config
 from llmjax.model import parametrization
@@ -217,6 +217,11 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
   if exp.checkpoint.keep_last < 1:
     errors.append(f'config.checkpoint.keep_last={exp.checkpoint.keep_last} must be at least 1')
   _check_tokenizer(m, d, errors)
+  if d.source.startswith('synthetic:') and t.sample_tokens > 0:
+    try:
+      synthetic.SyntheticTokenizer(2).encode(t.sample_prompt)
+    except ValueError as e:
+      errors.append(f'config.train.sample_prompt: {e}; or set train.sample_tokens=0')
   if not 0.0 < d.eval_fraction < 0.5:
     errors.append(f'config.data.eval_fraction={d.eval_fraction} must be in (0, 0.5)')
   if o.warmup_steps < 0 or o.warmup_steps > t.steps:

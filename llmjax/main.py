@@ -12,7 +12,7 @@ import pathlib
 import sys
 
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from llmjax import aot, configs, distributed, sharding, train
@@ -46,7 +46,11 @@ def _default_workdir(config_path: str) -> pathlib.Path:
 
 def _resume_problem(workdir: pathlib.Path, resolved: dict) -> str | None:
   """Why `workdir` cannot take this run, if it cannot: a run there without
-  checkpoints, or checkpoints of a different model or data."""
+  checkpoints, checkpoints of a different model or data, or an imported model."""
+  config_path = workdir / 'config.json'
+  if config_path.exists() and 'imported_from' in json.loads(config_path.read_text()):
+    return (f'{workdir} holds a model imported by llmjax.convert; train from it in a new '
+            f'--workdir with --config.init_from={workdir}')
   if not (workdir / 'metrics.jsonl').exists():
     return None
   if not any((workdir / 'checkpoints').glob('[0-9]*')):
@@ -72,6 +76,7 @@ def _join_processes() -> None:
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint file at INFO
   if _CONFIG.value is None:
     sys.exit('llmjax: --config is required, e.g. --config experiments/base.py')
   if _NUM_FAKE_DEVICES.value:  # must precede JAX's first use of a device

@@ -19,7 +19,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from llmjax import configs
+from llmjax import configs, distributed
 from llmjax.scaling import results, runner
 from llmjax.scaling import sweep as sweep_lib
 
@@ -62,6 +62,10 @@ def _print_plan(workdir: pathlib.Path, sw: runner.Sweep) -> None:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; trials save often
+  try:  # one job of several hosts (SLURM array task, TPU slice): join the others first
+    distributed.initialize()
+  except ValueError as e:
+    sys.exit(f'llmjax.sweep: {e}')
   if _CONFIG.value is None:
     sys.exit('llmjax.sweep: --config is required, e.g. --config experiments/scaling/cpu_small.py')
   workdir = pathlib.Path(_WORKDIR.value) if _WORKDIR.value else None

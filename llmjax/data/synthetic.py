@@ -100,6 +100,13 @@ class SyntheticTokenizer:
     self.token_bytes = np.array([1] * vocab + [0], np.int32)
 
   def encode(self, tokens) -> np.ndarray:
+    """State ids; text is read as space-separated ids ('3 17 4'), the format of `decode`."""
+    if isinstance(tokens, str):
+      try:
+        tokens = [int(t) for t in tokens.split()]
+      except ValueError:
+        raise ValueError(f'synthetic tokens are written as space-separated state ids, like '
+                         f'"3 17 4"; got {tokens!r}') from None
     return np.asarray(tokens, np.int32)
 
   def decode(self, ids) -> str:
