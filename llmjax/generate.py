@@ -236,6 +236,8 @@ def stream(model: Transformer, prompts: Prompts, *, max_new_tokens: int, tempera
                        f'{cfg.max_len - 1} (max_len {cfg.max_len} minus one new token)')
   if max_new_tokens < 1:
     raise ValueError(f'max_new_tokens must be >= 1, got {max_new_tokens}')
+  if chunk < 1:
+    raise ValueError(f'chunk must be >= 1, got {chunk}')
   if pad not in ('left', 'right'):
     raise ValueError(f"pad must be 'left' or 'right', got {pad!r}")
   sampling = _sampling(cfg, temperature, top_k, top_p, stop_tokens)
@@ -275,6 +277,9 @@ def generate(model: Transformer, prompts: Prompts, *, max_new_tokens: int, tempe
     seed: the same seed and inputs give the same tokens.
     pad: 'left' or 'right' padding of the prompts; the same tokens either way.
     return_logprobs: fill the output's logprobs and sampling_logprobs.
+  Returns:
+    GenerationOutput: per row the new tokens, their log-probabilities, whether it stopped.
+  Raises ValueError naming the first bad input before any computation.
   """
   *_, last = stream(model, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                     top_k=top_k, top_p=top_p, stop_tokens=stop_tokens, seed=seed, pad=pad,
@@ -293,8 +298,13 @@ def score(model: Transformer, contexts: Prompts, continuations: Prompts) -> Scor
   """Log-likelihood of each continuation given its context, token by token (the
   `loglikelihood` of lm-eval-harness, the basis of multiple-choice evaluation).
 
-  A context too long for max_len loses its oldest tokens, as in lm-eval-harness; rows are
-  right-padded and bucketed like `generate`'s.
+  Args:
+    contexts, continuations: token-id lists (or 2-D arrays), one pair per row. A context
+      too long for max_len loses its oldest tokens, as in lm-eval-harness.
+  Returns:
+    ScoreOutput: per row the continuation's token log-probabilities, their sum, and whether
+    greedy decoding would have produced it. Rows are right-padded and bucketed like
+    `generate`'s, in one forward pass.
   """
   cfg = model.cfg
   contexts, continuations = _as_rows(contexts, 'contexts'), _as_rows(continuations,

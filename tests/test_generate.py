@@ -226,6 +226,7 @@ def test_score_sums_the_log_softmax_of_the_full_forward(model):
     (dict(prompts=np.zeros(3, int)), 'prompts must be a 2-D array'),
     (dict(prompts=[]), 'no prompts given'),
     (dict(max_new_tokens=0), 'max_new_tokens must be >= 1, got 0'),
+    (dict(chunk=0), 'chunk must be >= 1, got 0'),
     (dict(temperature=-1.0), 'temperature must be >= 0'),
     (dict(top_k=-2), 'top_k must be >= 0'),
     (dict(top_p=0.0), r'top_p must be in \(0, 1\]'),
