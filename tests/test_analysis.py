@@ -1,8 +1,8 @@
 """llmjax.analysis: runs and sweeps restored on one CPU device, traces equal to the model,
 attention and logit-lens invariants, weight statistics, comparisons, curves and plots.
 
-`tiny_run_dir` and `tiny_sweep_dir` train once per session (the notebook tests use them too):
-a 20-step run on the 8 fake devices with sharded parameters, and a 6-trial sweep.
+`make_tiny_run` and `make_tiny_sweep` train once per session (the notebook tests use them
+too): a 20-step run on the 8 fake devices with sharded parameters, and a 6-trial sweep.
 """
 
 import dataclasses
@@ -64,12 +64,13 @@ def make_tiny_run(root: pathlib.Path) -> pathlib.Path:
   return workdir
 
 
-# synthetic_entropy.py:tiny (3 sizes x 2 IsoFLOP budgets) with a tenth of the steps, at a
-# constant learning rate: the two trials of a size then compile the same programs, which the
-# persistent compilation cache compiles once.
+# The synthetic language of synthetic_entropy.py:tiny, 2 sizes x 3 IsoFLOP budgets of 6 to 40
+# steps at a constant learning rate: the trials of a size then compile the same programs,
+# which the persistent compilation cache compiles once.
 SWEEP_FILE = """
-import dataclasses
 import importlib.util
+
+from llmjax.scaling import sweep
 
 _spec = importlib.util.spec_from_file_location('_synthetic', {source!r})
 _synthetic = importlib.util.module_from_spec(_spec)
@@ -79,6 +80,7 @@ _spec.loader.exec_module(_synthetic)
 def get_config(variant=''):
   config = _synthetic.get_config(variant)
   config.optim.schedule = 'constant'
+  config.optim.warmup_steps = 0
   config.data.shuffle_window = 64
   config.checkpoint.every_steps = 0
   config.metrics.tensorboard = False
@@ -87,27 +89,37 @@ def get_config(variant=''):
 
 
 def get_sweep(variant=''):
-  return [dataclasses.replace(t, overrides={{**t.overrides, 'optim.warmup_steps': 0,
-                                            'train.steps': t.overrides['train.steps'] // 10}})
-          for t in _synthetic.get_sweep(variant)]
+  sizes = sweep.model_sizes([(32, 1), (48, 1)])
+  return sweep.isoflop(get_config(variant), [3e8, 6e8, 1.2e9], sizes, min_steps=3,
+                       warmup_fraction=None)
 """
 
 
 @functools.cache
-def make_tiny_sweep(root: pathlib.Path) -> pathlib.Path:
-  """A 6-trial sweep, run by the sweep CLI on one CPU device."""
+def start_tiny_sweep(root: pathlib.Path) -> subprocess.Popen:
+  """Starts the sweep CLI on one CPU device; it trains while the tests go on."""
   sweep_file = root / 'tiny_sweep.py'
   sweep_file.write_text(SWEEP_FILE.format(
       source=str(ROOT / 'experiments/scaling/synthetic_entropy.py')))
-  workdir = root / 'tiny_sweep'
   env = {**os.environ, 'XLA_FLAGS': '', 'JAX_PLATFORMS': 'cpu',
          'JAX_COMPILATION_CACHE_DIR': str(root / 'jax_cache'),
          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
-  proc = subprocess.run([sys.executable, '-m', 'llmjax.sweep', f'--config={sweep_file}:tiny',
-                         f'--workdir={workdir}'], env=env, cwd=root, capture_output=True,
-                        text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return workdir
+  with open(root / 'tiny_sweep.log', 'w') as log:
+    return subprocess.Popen([sys.executable, '-m', 'llmjax.sweep',
+                             f'--config={sweep_file}:tiny', f'--workdir={root / "tiny_sweep"}'],
+                            env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+
+
+@functools.cache
+def make_tiny_sweep(root: pathlib.Path) -> pathlib.Path:
+  returncode = start_tiny_sweep(root).wait(timeout=600)
+  assert returncode == 0, (root / 'tiny_sweep.log').read_text()[-3000:]
+  return root / 'tiny_sweep'
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _sweep_in_the_background(tmp_path_factory):
+  start_tiny_sweep(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope='module')
@@ -376,7 +388,7 @@ def test_over_steps_and_over_runs(tiny_run, tiny_sweep):
 
   sizes = compare.over_runs(tiny_sweep, weights.head_norms)
   assert set(sizes.run) == set(tiny_sweep.trials)
-  assert sizes.groupby('run').N.first().nunique() == 3  # three model sizes
+  assert sizes.groupby('run').N.first().nunique() == 2  # two model sizes
 
 
 def test_align_curves_on_tokens():
@@ -422,8 +434,8 @@ def test_every_plot_returns_a_figure(tiny_run, tiny_sweep):
   batch = tiny_run.eval_batch(2)
   tr = activations.trace(model, batch['inputs'], batch['positions'], batch['segment_ids'])
   losses = activations.token_losses(model, batch, tiny_run.tokenizer)
-  over = compare.over_steps(tiny_run, lambda m: activations.residual_rms(
-      activations.trace(m, batch['inputs'][:1])), [5, 20])
+  over = compare.over_steps(tiny_run, lambda m: activations.residual_rms(activations.trace(
+      m, batch['inputs'], batch['positions'], batch['segment_ids'])), [5, 20])  # compiled once
   figures = [
       plots.curves(tiny_run, ['loss', 'eval/loss'], x='tokens', smooth=3),
       plots.curves(tiny_sweep, 'loss', x='flops', logx=True),

@@ -8,7 +8,7 @@ import nbclient
 import nbformat
 import pytest
 
-from test_analysis import make_tiny_run, make_tiny_sweep
+from test_analysis import make_tiny_run, make_tiny_sweep, start_tiny_sweep
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / 'notebooks'
 NAMES = ['checkpoint_analysis', 'training_dynamics', 'scaling_analysis']
@@ -27,6 +27,7 @@ def test_every_notebook_is_tested_and_stored_without_outputs():
 @pytest.fixture(scope='module')
 def kernel_env(tmp_path_factory) -> dict[str, str]:
   root = tmp_path_factory.getbasetemp()
+  start_tiny_sweep(root)  # trains while the run trains
   return {**os.environ,
           'LLMJAX_RUN': str(make_tiny_run(root)), 'LLMJAX_SWEEP': str(make_tiny_sweep(root)),
           'LLMJAX_BOOTSTRAP': '10', 'LLMJAX_SPIKE_THRESHOLD': '1',

@@ -97,9 +97,8 @@ class Run:
     """The parameters of checkpoint `step` (default: the newest) on one CPU device."""
     step = self.step_at(step)
     if step not in self._params:
-      abstract = nnx.state(nnx.eval_shape(lambda: Transformer(self.model_cfg, nnx.Rngs(0))),
-                           nnx.Param)
-      target = train.TrainState(step=None, params=_on_cpu(abstract), opt_state=None, rng=None)
+      target = train.TrainState(step=None, params=_on_cpu(self._abstract[1]), opt_state=None,
+                                rng=None)
       self._params[step], _ = checkpoint.restore_params(f'{self.path}:{step}', target)
       while len(self._params) > CACHED_CHECKPOINTS:
         self._params.popitem(last=False)
@@ -108,8 +107,12 @@ class Run:
 
   def model(self, step: int | None = None) -> Transformer:
     """The model of checkpoint `step` (default: the newest), on CPU."""
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(self.model_cfg, nnx.Rngs(0))))
-    return nnx.merge(graphdef, self.params(step))
+    return nnx.merge(self._abstract[0], self.params(step))
+
+  @functools.cached_property
+  def _abstract(self) -> tuple[nnx.GraphDef, nnx.State]:
+    """The model's structure and parameter shapes; allocates nothing."""
+    return nnx.split(nnx.eval_shape(lambda: Transformer(self.model_cfg, nnx.Rngs(0))), nnx.Param)
 
   def state(self, step: int | None = None) -> train.TrainState:
     """The whole train state of checkpoint `step` (parameters, optimizer moments, step, RNG)
@@ -155,11 +158,13 @@ class Run:
 
   def sample(self, step: int | None = None, prompt: str = '', num_tokens: int = 64,
              temperature: float = 0.8, seed: int = 0) -> str:
-    """Text sampled from checkpoint `step` after `prompt` (see `encode`)."""
+    """Text sampled from checkpoint `step` after `prompt` (see `encode`), up to the end of
+    the document or `num_tokens` tokens."""
     ids = self.encode(prompt)
     num_tokens = min(num_tokens, self.model_cfg.max_len - len(ids))
     out = generate.generate(self.model(step), [ids], max_new_tokens=num_tokens,
-                            temperature=temperature, seed=seed, stop_tokens=())
+                            temperature=temperature, seed=seed,
+                            stop_tokens=[self.tokenizer.eot_id])
     return self.tokenizer.decode(np.concatenate([ids[1:], out.tokens[0]]))
 
 
