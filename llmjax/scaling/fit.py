@@ -448,10 +448,13 @@ def _law_pair_vector(laws: tuple[PowerLaw, PowerLaw]) -> list[float]:
 
 
 def envelope(pts: pd.DataFrame) -> pd.DataFrame:
-  """The points no other point beats with less or equal compute (Approach 1's frontier)."""
-  ordered = pts.sort_values(['C', 'loss'])
-  best_before = ordered['loss'].cummin().shift(fill_value=math.inf)
-  return ordered[ordered['loss'] < best_before][['C', 'N', 'D', 'loss', 'name']]
+  """Approach 1's frontier: at each compute level (IsoFLOP budget, or C rounded as in
+  `isoflop_groups`, so trials that miss their budget by a fraction of a percent count as
+  one level) the best point, if no point of a lower level beats it."""
+  levels = pts.assign(level=isoflop_groups(pts).to_numpy()).sort_values(['level', 'loss'])
+  best = levels.groupby('level', sort=True).head(1)
+  best_before = best['loss'].cummin().shift(fill_value=math.inf)
+  return best[best['loss'] < best_before][['C', 'N', 'D', 'loss', 'name']]
 
 
 def approach1(pts: pd.DataFrame, *, bootstrap: int = 200, seed: int = 0) -> ComputeOptimal:
