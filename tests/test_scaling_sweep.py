@@ -47,7 +47,8 @@ def test_trial_names_are_stable():
   # Names are folder names of runs already on disk: change them only with a note.
   names = [t.name for t in _load(str(SWEEPS / 'cpu_small.py')).trials]
   assert names == [
-      'C1e12_32x1', 'C1e12_48x2', 'C1e12_64x2', 'C1e12_96x3', 'C3e12_48x2', 'C3e12_64x2',
+      'C1e12_32x1', 'C1e12_48x2', 'C1e12_64x2', 'C1e12_96x3', 'C3e12_32x1', 'C3e12_48x2',
+      'C3e12_64x2',
       'C3e12_96x3', 'C3e12_128x4', 'C1e13_48x2', 'C1e13_64x2', 'C1e13_96x3', 'C1e13_128x4',
       'C1e13_192x4']
   assert len(set(names)) == len(names)

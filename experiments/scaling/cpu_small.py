@@ -1,8 +1,8 @@
 """A real IsoFLOP sweep that finishes on a 2-core laptop CPU: byte-level models on pystdlib.
 
 Three compute budgets (1e12, 3e12, 1e13 FLOPs) x the ladder sizes from 32x1 to 192x4
-(22K to 1.8M parameters) that get 0.4 to 300 tokens per parameter within each budget:
-13 trials, 6.6e13 FLOPs in all. All trials share the data order (data.seed), so their
+(22K to 1.8M parameters) that get 0.4 to 700 tokens per parameter within each budget:
+14 trials, 6.9e13 FLOPs in all. All trials share the data order (data.seed), so their
 differences come from N and D alone; each cosine schedule spans its own trial.
 
 Run, then fit and report:
@@ -41,4 +41,4 @@ def get_config(variant: str = ''):
 def get_sweep(variant: str = ''):
   config = get_config(variant)
   sizes = sweep.model_sizes(SIZES)  # model shape fields only, by the ladder rule
-  return sweep.isoflop(config, BUDGETS, sizes, min_steps=50, tokens_per_param=(0.4, 300))
+  return sweep.isoflop(config, BUDGETS, sizes, min_steps=50, tokens_per_param=(0.4, 700))
