@@ -75,7 +75,8 @@ class Run:
   @functools.cached_property
   def metrics(self) -> pd.DataFrame:
     """metrics.jsonl as one row per logged step (training and evaluation records of a step
-    merged), with `tokens` and `flops` (training tokens and FLOPs up to that step) added."""
+    merged), with `tokens` and `flops` (training tokens and FLOPs up to that step) added.
+    Read on first use: a new Run sees what a run still training has logged since."""
     path = self.path / 'metrics.jsonl'
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
         if path.is_file() else []
