@@ -29,6 +29,8 @@ from llmjax.model.attention import attention_mask
 from llmjax.model.config import ModelConfig
 from llmjax.model.transformer import Transformer
 
+pytestmark = pytest.mark.slow  # trains a run and a sweep; .ci/run runs it
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RUN_STEPS = [5, 10, 15, 20]
 

@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from llmjax import aot, configs, flops, sharding
 from llmjax.model.config import from_preset
 
@@ -32,6 +34,7 @@ def test_parameters_and_optimizer_state_split_evenly_over_fsdp():
   assert "mesh {'data': 1, 'fsdp': 8, 'tensor': 1}, 1 x 32 tokens per device" in text
 
 
+@pytest.mark.slow
 def test_compile_only_of_a_1b_preset_on_64_fake_devices(tmp_path):
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   proc = subprocess.run(

@@ -60,6 +60,7 @@ def _losses(workdir) -> dict[int, float]:
   return {r['step']: r['loss'] for r in records if 'loss' in r}
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_their_checkpoint_resumes_in_one(tmp_path,
                                                                      compilation_cache):
   _local(1, 4, tmp_path / 'one', env=compilation_cache)
@@ -97,6 +98,7 @@ def _start_long_run(workdir, env, *flags):
   return proc, pids
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_same_step_in_every_process(tmp_path, compilation_cache):
   proc, _ = _start_long_run(tmp_path / 'run', compilation_cache)
   proc.send_signal(signal.SIGTERM)  # local.sh passes it on to every process
@@ -110,6 +112,7 @@ def test_sigterm_saves_the_same_step_in_every_process(tmp_path, compilation_cach
   assert f'preempted; checkpoint of step {saved[-1]} saved' in log
 
 
+@pytest.mark.slow
 def test_a_dead_process_stops_the_others_with_a_message(tmp_path, compilation_cache):
   proc, pids = _start_long_run(tmp_path / 'run', compilation_cache, '--heartbeat_timeout=10')
   os.kill(pids[1], signal.SIGKILL)

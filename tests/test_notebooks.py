@@ -10,6 +10,8 @@ import pytest
 
 from test_analysis import make_tiny_run, make_tiny_sweep, start_tiny_sweep
 
+pytestmark = pytest.mark.slow  # trains a run and a sweep; .ci/run runs it
+
 NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / 'notebooks'
 NAMES = ['checkpoint_analysis', 'training_dynamics', 'scaling_analysis']
 

@@ -116,6 +116,7 @@ def _sweep_cli(workdir, *args):
                         text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_tiny_sweep_end_to_end_and_resume(tmp_path):
   """The CLI runs part of a sweep; a rerun runs only what is missing; an interrupted trial
   resumes from its checkpoint to the same result; the table has every trial."""
@@ -165,6 +166,7 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path):
   assert '6 finished trials fitted' in summary and "true irreducible loss" in summary
 
 
+@pytest.mark.slow
 def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
   sw = _load(TINY)
   trials = [sweep_lib.Trial('nan', {**sw.trials[0].overrides, 'train.inject_nan_at_step': 3}),
@@ -185,6 +187,7 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
                edited.trials)
 
 
+@pytest.mark.slow
 def test_cli_refuses_bad_arguments(tmp_path):
   bad_index = _sweep_cli(tmp_path, '--trial_index=6')
   assert bad_index.returncode == 2
