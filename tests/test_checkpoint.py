@@ -64,6 +64,7 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
 
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
+@pytest.mark.slow
 def test_preemption_signal_saves_exits_cleanly_and_resumes(tmp_path, sig):
   workdir = tmp_path / 'run'
   proc = _start(workdir, '--config.train.steps=100000', '--config.checkpoint.keep_log_spaced=False')
@@ -142,6 +143,7 @@ def _flip_one_byte(folder):
     (_truncate_files, 'checkpoints/20 is unusable'),
     (_flip_one_byte, 'differ from the SHA-256 recorded'),
 ], ids=['truncated', 'altered'])
+@pytest.mark.slow
 def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, damage, message):
   workdir = tmp_path / 'run'
   first = _run(workdir, '--config.train.steps=20')

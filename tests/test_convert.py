@@ -206,6 +206,7 @@ def _warm_start_config(folder, num_layers=2):
   return config
 
 
+@pytest.mark.slow
 def test_warm_start_from_a_hugging_face_folder(tmp_path, capsys):
   reference, folder = _saved(tmp_path, 'llama')
   exp = configs.build(_warm_start_config(folder), jax.device_count())

@@ -288,6 +288,7 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('kind', ['gpt2', 'llama'])
+@pytest.mark.slow
 def test_greedy_equals_hugging_face_generate(tmp_path, kind, capsys):
   torch = pytest.importorskip('torch')
   transformers = pytest.importorskip('transformers')
