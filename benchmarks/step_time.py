@@ -46,14 +46,12 @@ def time_variant(exp, data, steps: int) -> dict:
   mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor)
   tx, _ = optim.make(exp.optim, model_cfg, exp.train.steps)
   with sharding.activation_rules(mesh, exp.mesh.rules):
-    graphdef, state, shardings = train.create_sharded_state(model_cfg, tx, 0, mesh,
-                                                            exp.mesh.rules)
+    graphdef, state, shardings = step.create_sharded_state(model_cfg, tx, 0, mesh,
+                                                           exp.mesh.rules)
     batch_sharding = sharding.data_sharding(mesh, exp.mesh.rules)
-    step_fn = jax.jit(functools.partial(train.train_step, graphdef=graphdef, tx=tx,
-                                        num_microbatches=exp.train.microbatches, z_loss=0.0),
-                      in_shardings=(shardings, batch_sharding), donate_argnums=0)
+    step_fn = step.jit_train_step(graphdef, tx, exp.train, shardings, batch_sharding)
     rows = iter(pipeline.train_dataset(data, exp.data))
-    batches = [train.device_batch(next(rows)['batch'], batch_sharding) for _ in range(steps + 1)]
+    batches = [step.device_batch(next(rows)['batch'], batch_sharding) for _ in range(steps + 1)]
     start = time.perf_counter()
     state, m = step_fn(state, batches[0])
     jax.block_until_ready(m)

@@ -17,7 +17,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from llmjax import flops, optim, sharding, train
+from llmjax import flops, optim, sharding, step
 from llmjax.configs import Experiment
 from llmjax.data.pipeline import DataConfig
 
@@ -37,12 +37,9 @@ def compile_train_step(exp: Experiment, mesh: jax.sharding.Mesh):
   tx, _ = optim.make(exp.optim, exp.model, exp.train.steps)
   rules = exp.mesh.rules
   with sharding.activation_rules(mesh, rules):
-    graphdef, abstract, shardings = train.abstract_state(exp.model, tx, exp.train.seed, mesh,
-                                                         rules)
-    state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                         abstract, shardings)
+    graphdef, state, shardings = step.abstract_state(exp.model, tx, exp.train.seed, mesh, rules)
     batch_sharding = sharding.data_sharding(mesh, rules)
-    step_fn = train.jit_train_step(exp, graphdef, tx, shardings, batch_sharding)
+    step_fn = step.jit_train_step(graphdef, tx, exp.train, shardings, batch_sharding)
     compiled = step_fn.lower(state, abstract_batch(exp.data, batch_sharding)).compile()
   return compiled, state
 

@@ -19,17 +19,13 @@ import json
 import pathlib
 import sys
 import time
+import typing
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from llmjax.convert import hf
-from llmjax.model.config import ModelConfig
-
-NONFINITE_POLICIES = ('halt', 'skip')
-HF_PREFIX = 'hf:'  # init_from a Hugging Face folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +36,13 @@ class CheckpointConfig:
   keep_log_spaced: bool = True  # also keep steps 1, 2, 4, 8, ... forever (Pythia style)
   keep_every: int = 0  # also keep every M-th step forever; 0: none
   checksums: bool = True  # record each finished step's SHA-256s; verify them on restore
-  nonfinite: str = 'halt'  # halt: stop at a non-finite loss | skip: drop that update
-  max_consecutive_skips: int = 5  # with skip: halt after this many in a row
+
+
+class Restored(typing.NamedTuple):
+  step: int
+  state: typing.Any  # the TrainState, in the target's shardings
+  data: dict  # {'iterator': grain iterator state, 'counts': token counters}
+  folder: pathlib.Path
 
 
 def log_spaced_steps(up_to: int) -> list[int]:
@@ -142,8 +143,8 @@ class Checkpointer:
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
-  def restore_latest(self, abstract_state):
-    """(step, state, data_state) of the newest readable, finite checkpoint, or None.
+  def restore_latest(self, abstract_state) -> Restored | None:
+    """The newest readable, finite checkpoint, or None.
 
     `abstract_state` gives shapes, dtypes and target shardings: a checkpoint
     written on any mesh is restored directly into this run's layout.
@@ -155,40 +156,28 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
         if not _all_finite(restored['state']):
           raise ValueError('it holds non-finite values')
-        return step, restored['state'], restored['data']
+        return Restored(step, restored['state'], restored['data'], self.directory / str(step))
       except Exception as e:  # noqa: BLE001 - any unreadable step: fall back to an older one
         print(f'llmjax: WARNING: checkpoint {self.directory / str(step)} is unusable '
               f'({type(e).__name__}: {str(e)[:300]}); trying an older one', file=sys.stderr)
     return None
 
 
-def restore_params(spec: str, abstract_state):
-  """Parameters for a warm start, placed as `abstract_state.params` says (shapes, dtypes,
-  shardings), and where they came from. `spec` is another run's workdir (or its
-  checkpoints folder), optionally with `:STEP` (default: newest), or `hf:PATH`, a
-  Hugging Face GPT-2 or Llama folder.
-
-  The source must have the same model (`check_init_from`). Only parameters are
-  read, so the other run's optimizer may differ.
-  """
-  if spec.startswith(HF_PREFIX):
-    folder = pathlib.Path(spec[len(HF_PREFIX):]).expanduser().resolve()
-    return hf.params_like(folder, abstract_state.params), folder
-  source = find_step(spec)
-  item = {'params': abstract_state.params}
-  restored = ocp.PyTreeCheckpointer().restore(source / 'state', args=ocp.args.PyTreeRestore(
-      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-      partial_restore=True))
-  return restored['params'], source
+def restore_params(step_folder: pathlib.Path, params_target):
+  """The parameters of the checkpoint in `step_folder`, placed as `params_target` says
+  (shapes, dtypes, shardings). Only parameters are read, so the optimizer of the run
+  that wrote them may differ from the reader's."""
+  item = {'params': params_target}
+  restored = ocp.PyTreeCheckpointer().restore(
+      pathlib.Path(step_folder) / 'state', args=ocp.args.PyTreeRestore(
+          item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+          partial_restore=True))
+  return restored['params']
 
 
-def check_init_from(spec: str, model_cfg: ModelConfig) -> None:
-  """Raises FileNotFoundError or ValueError unless `spec` (see `restore_params`) can
-  initialize a model of `model_cfg`; reads no parameters."""
-  if spec.startswith(HF_PREFIX):
-    hf.check_warm_start(pathlib.Path(spec[len(HF_PREFIX):]).expanduser(), model_cfg)
-  else:
-    find_step(spec)
+def restore_state(step_folder: pathlib.Path, state_target):
+  """The whole train state of the checkpoint in `step_folder`, placed as `state_target`."""
+  return ocp.StandardCheckpointer().restore(pathlib.Path(step_folder) / 'state', state_target)
 
 
 def find_step(spec: str) -> pathlib.Path:

@@ -13,8 +13,8 @@ import typing
 
 from ml_collections import config_dict
 
-from llmjax import checkpoint, optim, sharding
-from llmjax.checkpoint import NONFINITE_POLICIES, CheckpointConfig
+from llmjax import optim, sharding
+from llmjax.checkpoint import CheckpointConfig
 from llmjax.data import pipeline, sources, synthetic
 from llmjax.metrics import MetricsConfig
 from llmjax.model import config as model_config
@@ -22,7 +22,7 @@ from llmjax.model import parametrization
 from llmjax.model.config import ModelConfig
 from llmjax.optim import OptimConfig
 from llmjax.sharding import MeshConfig
-from llmjax.train import TrainConfig
+from llmjax.step import NONFINITE_POLICIES, TrainConfig
 
 
 class ConfigError(ValueError):
@@ -102,6 +102,28 @@ def build_model_config(config: config_dict.ConfigDict) -> ModelConfig:
 def as_dict(exp: Experiment) -> dict:
   """The resolved experiment, as written to config.json."""
   return dataclasses.asdict(exp)
+
+
+# Fields that moved between sections; config.json files written before the move
+# are read with the field in its new place.
+MOVED_FIELDS = {('checkpoint', 'nonfinite'): 'train',
+                ('checkpoint', 'max_consecutive_skips'): 'train'}
+
+
+def from_dict(saved: dict) -> Experiment:
+  """The inverse of `as_dict`, for a config.json (extra top-level keys such as
+  data_info are ignored; fields added since it was written take their defaults).
+  Raises ConfigError naming fields that no longer exist."""
+  sections = {name: dict(saved.get(name) or {}) for name in SECTIONS}
+  for (old, field), new in MOVED_FIELDS.items():
+    if field in sections[old]:
+      sections[new].setdefault(field, sections[old].pop(field))
+  errors: list[str] = []
+  built = {name: _build_section(name, cls, sections[name], errors)
+           for name, cls in SECTIONS.items()}
+  if errors:
+    raise ConfigError('\n'.join(errors))
+  return Experiment(**built, **{key: saved.get(key, '') for key in TOP_LEVEL})
 
 
 def _unknown(section: str, key: str, known) -> str:
@@ -213,7 +235,7 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
   if d.seq_len > m.max_len:
     errors.append(f'config.data.seq_len={d.seq_len} exceeds model.max_len={m.max_len}')
   _choice(errors, 'data.packing', d.packing, pipeline.PACKINGS)
-  _choice(errors, 'checkpoint.nonfinite', exp.checkpoint.nonfinite, NONFINITE_POLICIES)
+  _choice(errors, 'train.nonfinite', t.nonfinite, NONFINITE_POLICIES)
   if exp.checkpoint.keep_last < 1:
     errors.append(f'config.checkpoint.keep_last={exp.checkpoint.keep_last} must be at least 1')
   _check_tokenizer(m, d, errors)
@@ -231,11 +253,6 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
     errors.append(f'config.optim.no_decay_groups: unknown groups {sorted(unknown_groups)}; '
                   f'known: {", ".join(parametrization.GROUPS)}')
   _check_mesh(exp, num_devices, errors)
-  if exp.init_from:
-    try:
-      checkpoint.check_init_from(exp.init_from, exp.model)
-    except (FileNotFoundError, ValueError) as e:
-      errors.append(f'config.init_from: {e}')
 
 
 def _check_tokenizer(m: ModelConfig, d: pipeline.DataConfig, errors: list[str]) -> None:

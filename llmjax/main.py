@@ -7,7 +7,6 @@ the config's mesh and reports memory per device, without data or a workdir.
 """
 
 import datetime
-import json
 import pathlib
 import sys
 
@@ -15,7 +14,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from llmjax import aot, configs, distributed, sharding, train
+from llmjax import aot, configs, distributed, runs, sharding, train, warmstart
 from llmjax.data.sources import DataError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment file with get_config().',
@@ -47,19 +46,31 @@ def _default_workdir(config_path: str) -> pathlib.Path:
 def _resume_problem(workdir: pathlib.Path, resolved: dict) -> str | None:
   """Why `workdir` cannot take this run, if it cannot: a run there without
   checkpoints, checkpoints of a different model or data, or an imported model."""
-  config_path = workdir / 'config.json'
-  if config_path.exists() and 'imported_from' in json.loads(config_path.read_text()):
+  if not (workdir / 'config.json').exists() and not (workdir / 'metrics.jsonl').exists():
+    return None
+  run = runs.RunFolder(workdir)
+  if run.config_file.exists() and run.imported:
     return (f'{workdir} holds a model imported by llmjax.convert; train from it in a new '
             f'--workdir with --config.init_from={workdir}')
-  if not (workdir / 'metrics.jsonl').exists():
+  if not run.metrics_file.exists():
     return None
-  if not any((workdir / 'checkpoints').glob('[0-9]*')):
+  if not run.steps:
     return f'{workdir} already holds a run without checkpoints; choose another --workdir'
-  saved = json.loads((workdir / 'config.json').read_text())
   for section in ('model', 'data'):
-    if saved.get(section) != resolved[section]:
+    if run.config.get(section) != resolved[section]:
       return (f'{workdir} holds checkpoints of a different config.{section}; resume with the '
               f'same {section} settings or choose another --workdir')
+  return None
+
+
+def _init_from_problem(exp: configs.Experiment) -> str | None:
+  """Why `config.init_from` cannot start this run, if it cannot (before any write)."""
+  if not exp.init_from:
+    return None
+  try:
+    warmstart.check(exp.init_from, exp.model)
+  except (FileNotFoundError, ValueError) as e:
+    return f'invalid config:\nconfig.init_from: {e}'
   return None
 
 
@@ -99,7 +110,7 @@ def main(argv):
           file=sys.stderr)
     sys.exit(2)
   workdir = pathlib.Path(_WORKDIR.value or _default_workdir(flags.FLAGS['config'].config_filename))
-  problem = _resume_problem(workdir, configs.as_dict(exp))
+  problem = _init_from_problem(exp) or _resume_problem(workdir, configs.as_dict(exp))
   if problem:
     print(f'llmjax: {problem}', file=sys.stderr)
     sys.exit(2)

@@ -9,13 +9,11 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
-import functools  # noqa: E402
-
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from llmjax import optim, sharding, train  # noqa: E402
+from llmjax import optim, sharding, step  # noqa: E402
 from llmjax.data import pipeline  # noqa: E402
 from llmjax.data.sources import Corpus  # noqa: E402
 from llmjax.data.tokenizers import ByteTokenizer  # noqa: E402
@@ -57,11 +55,9 @@ def one_train_step(mesh_shape, cfg=CFG, microbatches=1):
   rules = sharding.DEFAULT_RULES
   tx, _ = optim.make(OPTIM, cfg, total_steps=10)
   with sharding.activation_rules(mesh, rules):
-    graphdef, state, shardings = train.create_sharded_state(cfg, tx, 0, mesh, rules)
+    graphdef, state, shardings = step.create_sharded_state(cfg, tx, 0, mesh, rules)
     data_sharding = sharding.data_sharding(mesh, rules)
-    step = jax.jit(functools.partial(train.train_step, graphdef=graphdef, tx=tx,
-                                     num_microbatches=microbatches, z_loss=1e-4),
-                   in_shardings=(shardings, data_sharding), out_shardings=(shardings, None),
-                   donate_argnums=0)
-    state, metrics = step(state, train.device_batch(fixed_batch(), data_sharding))
+    train_cfg = step.TrainConfig(microbatches=microbatches, z_loss=1e-4)
+    step_fn = step.jit_train_step(graphdef, tx, train_cfg, shardings, data_sharding)
+    state, metrics = step_fn(state, step.device_batch(fixed_batch(), data_sharding))
   return jax.device_get(metrics), jax.device_get(state.params), state

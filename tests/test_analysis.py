@@ -22,7 +22,7 @@ from absl import logging
 from flax import nnx
 from matplotlib.figure import Figure
 
-from llmjax import checkpoint, configs, sharding, train
+from llmjax import configs, sharding, step, train
 from llmjax.analysis import Run, Sweep, activations, compare, curves, plots, weights
 from llmjax.data.tokenizers import ByteTokenizer
 from llmjax.model.attention import attention_mask
@@ -59,7 +59,7 @@ def make_tiny_run(root: pathlib.Path) -> pathlib.Path:
   config.train.log_every = 1
   config.train.sample_tokens = 0
   config.train.inject_nan_at_step = 12  # a skipped step, for the spike analysis
-  config.checkpoint.nonfinite = 'skip'
+  config.train.nonfinite = 'skip'
   config.metrics.tensorboard = False
   config.metrics.peak_flops_per_device = 1e9  # no matmul benchmark
   config.data.shuffle_window = 64  # filling the default window of 8192 rows takes seconds
@@ -148,13 +148,8 @@ def test_checkpoint_written_on_8_devices_restores_on_one_cpu(tiny_run):
     assert leaf.sharding.device_set == {jax.devices('cpu')[0]}
   # The same checkpoint restored as training resumes: onto the 8-device mesh that wrote it.
   mesh = sharding.make_mesh(1, 4, 2)
-  abstract = nnx.state(nnx.eval_shape(lambda: Transformer(tiny_run.model_cfg, nnx.Rngs(0))),
-                       nnx.Param)
-  shardings = sharding.param_shardings(abstract, mesh, sharding.DEFAULT_RULES)
-  target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        abstract, shardings)
-  target = train.TrainState(step=None, params=target, opt_state=None, rng=None)
-  sharded, _ = checkpoint.restore_params(f'{tiny_run.path}:10', target)
+  shardings = sharding.param_shardings(tiny_run.abstract_model[1], mesh, sharding.DEFAULT_RULES)
+  sharded = tiny_run.params(10, shardings)
   wq = sharded['blocks']['attn']['wq'].get_value()
   assert len(wq.sharding.device_set) == 8  # it really was sharded
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(sharded)):
@@ -306,7 +301,7 @@ def test_token_losses_match_the_training_loss(tiny_cfg):
            'segment_ids': segment_ids[:, :-1], 'weights': np.ones((2, 23), np.float32)}
   batch['weights'][1, 20:] = 0.0  # padding is left out
   graphdef, params = nnx.split(model)
-  expected = train.eval_step(params, batch, graphdef=graphdef)
+  expected = step.eval_step(params, batch, graphdef=graphdef)
   tokenizer = ByteTokenizer()
   table = activations.token_losses(model, batch, tokenizer)
   assert len(table) == 2 * 23 - 3

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import CFG, OPTIM, fixed_batch
-from llmjax import checkpoint, optim, sharding, train
+from llmjax import checkpoint, optim, sharding, step
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = [sys.executable, '-m', 'llmjax.main', '--config', str(ROOT / 'experiments/base.py:tiny'),
@@ -93,25 +93,23 @@ def _state_on(mesh_shape, ckpt_dir=None, restore_from=None):
   tx, _ = optim.make(OPTIM, CFG, total_steps=10)
   cfg = checkpoint.CheckpointConfig(keep_log_spaced=False)
   with sharding.activation_rules(mesh, rules):
-    graphdef, abstract, shardings = train.abstract_state(CFG, tx, 0, mesh, rules)
-    step = jax.jit(lambda s, b: train.train_step(s, b, graphdef=graphdef, tx=tx,
-                                                 num_microbatches=1, z_loss=0.0),
-                   in_shardings=(shardings, sharding.data_sharding(mesh, rules)),
-                   out_shardings=(shardings, None))
-    batch = train.device_batch(fixed_batch(), sharding.data_sharding(mesh, rules))
+    graphdef, target, shardings = step.abstract_state(CFG, tx, 0, mesh, rules)
+    step_fn = jax.jit(lambda s, b: step.train_step(s, b, graphdef=graphdef, tx=tx,
+                                                   num_microbatches=1, z_loss=0.0),
+                      in_shardings=(shardings, sharding.data_sharding(mesh, rules)),
+                      out_shardings=(shardings, None))
+    batch = step.device_batch(fixed_batch(), sharding.data_sharding(mesh, rules))
     if restore_from is None:
-      _, state, _ = train.create_sharded_state(CFG, tx, 0, mesh, rules)
-      state, _ = step(state, batch)
+      _, state, _ = step.create_sharded_state(CFG, tx, 0, mesh, rules)
+      state, _ = step_fn(state, batch)
       ckpt = checkpoint.Checkpointer(ckpt_dir, cfg, 10)
       ckpt.save(1, state, {'iterator': {}, 'counts': {}}, {})
       ckpt.close()
     else:
-      target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            abstract, shardings)
       ckpt = checkpoint.Checkpointer(restore_from, cfg, 10)
-      _, state, _ = ckpt.restore_latest(target)
+      state = ckpt.restore_latest(target).state
       ckpt.close()
-    _, next_metrics = step(state, batch)
+    _, next_metrics = step_fn(state, batch)
     return jax.device_get(state.params), float(next_metrics['loss']), state
 
 
@@ -169,7 +167,7 @@ def test_nan_halts_without_saving_it(tmp_path):
 
 def test_nan_is_skipped_and_counted_with_skip_policy(tmp_path):
   workdir = tmp_path / 'run'
-  proc = _run(workdir, '--config.train.steps=12', '--config.checkpoint.nonfinite=skip',
+  proc = _run(workdir, '--config.train.steps=12', '--config.train.nonfinite=skip',
               '--config.train.inject_nan_at_step=7')
   assert proc.returncode == 0, proc.stderr[-2000:]
   records = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]

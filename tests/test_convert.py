@@ -14,7 +14,7 @@ from safetensors.numpy import load_file, save_file
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
-from llmjax import checkpoint, configs, train  # noqa: E402
+from llmjax import configs, runs, train  # noqa: E402
 from llmjax.convert import hf, hf_config  # noqa: E402
 from llmjax.convert.__main__ import main as convert_main  # noqa: E402
 from llmjax.data import pipeline  # noqa: E402
@@ -157,12 +157,8 @@ def test_command_line_round_trip(tmp_path, capsys):
   assert config['model']['num_layers'] == 2 and config['model']['positions'] == 'learned'
   assert config['data']['tokenizer'] == f'hf:{run.resolve() / "tokenizer.json"}'
   assert (run / 'checkpoints' / '0' / 'state').is_dir()
-  # restore_params reads the parameters whatever the optimizer of the run that asks.
-  abstract = nnx.state(nnx.eval_shape(lambda: Transformer(ModelConfig(**config['model']),
-                                                          nnx.Rngs(0))), nnx.Param)
-  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), abstract)
-  params, _ = checkpoint.restore_params(str(run), train.TrainState(None, target, None, None))
+  # The parameters are read whatever the optimizer of the run that asks.
+  params = runs.RunFolder(run).params()
   imported, _ = hf.load_hf(folder)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(params.to_pure_dict()),
                _params(imported))

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from llmjax import flops, optim, sharding, train
+from llmjax import flops, optim, sharding, step
 from llmjax.model.config import ModelConfig
 
 
@@ -21,14 +21,13 @@ def test_analytic_flops_match_xla_cost_analysis(mlp, tie):
   batch, seq_len = 4, 128
   mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
   tx, _ = optim.make(optim.OptimConfig(), cfg, total_steps=10)
-  graphdef, state, shardings = train.create_sharded_state(cfg, tx, 0, mesh,
-                                                          sharding.DEFAULT_RULES)
-  step = jax.jit(functools.partial(train.train_step, graphdef=graphdef, tx=tx,
-                                   num_microbatches=1, z_loss=0.0))
+  graphdef, state, _ = step.create_sharded_state(cfg, tx, 0, mesh, sharding.DEFAULT_RULES)
+  step_fn = jax.jit(functools.partial(step.train_step, graphdef=graphdef, tx=tx,
+                                      num_microbatches=1, z_loss=0.0))
   tokens = np.zeros((batch, seq_len), np.int32)
   example = {'inputs': tokens, 'targets': tokens, 'positions': tokens,
              'segment_ids': tokens + 1, 'weights': np.ones_like(tokens, np.float32)}
-  cost = step.lower(state, example).compile().cost_analysis()
+  cost = step_fn.lower(state, example).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   xla_flops = cost['flops']
   analytic = flops.flops_per_token(cfg, seq_len) * batch * seq_len

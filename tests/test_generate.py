@@ -13,7 +13,8 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from llmjax import checkpoint, generate, sharding, train
+from llmjax import checkpoint, generate, sharding, step
+from llmjax.generate import cli as generate_cli
 from llmjax.model.attention import KVCache
 from llmjax.model.config import ModelConfig
 from llmjax.model.transformer import Transformer
@@ -255,8 +256,8 @@ def _run_folder(tmp_path, model):
   """A training run folder holding `model`'s parameters at step 5 and the byte tokenizer."""
   workdir = tmp_path / 'run'
   # The generator reads the parameters only.
-  state = train.TrainState(step=jnp.array(5), params=nnx.state(model, nnx.Param), opt_state=None,
-                           rng=None)
+  state = step.TrainState(step=jnp.array(5), params=nnx.state(model, nnx.Param), opt_state=None,
+                          rng=None)
   ckpt = checkpoint.Checkpointer(workdir, checkpoint.CheckpointConfig(), 10)
   ckpt.save(5, state, {'iterator': None}, {})
   ckpt.close()
@@ -267,23 +268,25 @@ def _run_folder(tmp_path, model):
 
 def test_cli_streams_the_continuation_of_a_run(tmp_path, model, capsys):
   workdir = _run_folder(tmp_path, model)
-  code = generate.main(['--workdir', str(workdir), '--prompt', 'hi', '--temperature', '0',
+  code = generate_cli.main(['--workdir', str(workdir), '--prompt', 'hi', '--temperature', '0',
                         '--max_new_tokens', '12', '--chunk', '4'])
   assert code == 0
   expected = generate.generate(model, [[256, 104, 105]], max_new_tokens=12, temperature=0.0,
                                stop_tokens=[256]).tokens[0]
   assert capsys.readouterr().out == 'hi' + bytes(expected[expected < 256].tolist()).decode(
       errors='replace') + '\n'
-  assert generate.main(['--workdir', str(workdir), '--step', '7', '--prompt', 'x']) == 2
+  assert generate_cli.main(['--workdir', str(workdir), '--step', '7', '--prompt', 'x']) == 2
   assert 'has no step 7; it has [5]' in capsys.readouterr().err
 
 
 def test_cli_bad_input_exits_2_with_a_message(tmp_path, capsys):
-  assert generate.main(['--workdir', str(tmp_path / 'nothing'), '--prompt', 'x']) == 2
-  assert 'config.json not found; --workdir must be a training run folder' in (
-      capsys.readouterr().err)
+  assert generate_cli.main(['--workdir', str(tmp_path / 'nothing'), '--prompt', 'x']) == 2
+  assert 'does not exist; expected a run folder' in capsys.readouterr().err
+  (tmp_path / 'empty').mkdir()
+  assert generate_cli.main(['--workdir', str(tmp_path / 'empty'), '--prompt', 'x']) == 2
+  assert 'no config.json in' in capsys.readouterr().err
   (tmp_path / 'config.json').write_text(json.dumps({'model': {}, 'data': {}}))
-  assert generate.main(['--workdir', str(tmp_path), '--prompt', 'x']) == 2
+  assert generate_cli.main(['--workdir', str(tmp_path), '--prompt', 'x']) == 2
   assert 'no checkpoints in' in capsys.readouterr().err
 
 
@@ -317,5 +320,5 @@ def test_greedy_equals_hugging_face_generate(tmp_path, kind, capsys):
   out = generate.generate(model, [prompts[0], prompts[1, 3:]], max_new_tokens=10,
                           temperature=0.0)
   np.testing.assert_array_equal(np.stack(out.tokens), expected[:, 7:].numpy())
-  assert generate.main(['--hf_dir', str(tmp_path / kind), '--prompt', 'x']) == 2
+  assert generate_cli.main(['--hf_dir', str(tmp_path / kind), '--prompt', 'x']) == 2
   assert f'{tmp_path / kind} holds no tokenizer' in capsys.readouterr().err

@@ -16,15 +16,14 @@ import re
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pandas as pd
 from flax import nnx
 
-from llmjax import checkpoint, flops, generate, optim, train
-from llmjax.data import pipeline, sources, synthetic, tokenizers
-from llmjax.model.config import ModelConfig
+from llmjax import flops, generate, runs
+from llmjax.data import pipeline, sources, synthetic
 from llmjax.model.transformer import Transformer
 from llmjax.scaling import results, runner
+from llmjax.step import TrainState
 
 CACHED_CHECKPOINTS = 4  # parameter sets a Run keeps in memory (a notebook revisits a few)
 
@@ -34,52 +33,30 @@ def cpu_device() -> jax.Device:
   return jax.devices('cpu')[0]
 
 
-def _on_cpu(abstract):
-  device = jax.sharding.SingleDeviceSharding(cpu_device())
-  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                      abstract)
-
-
-class Run:
+class Run(runs.RunFolder):
   """One training run folder. `params(step)` and `model(step)` restore lazily, on CPU."""
 
   def __init__(self, path):
-    self.path = pathlib.Path(path).expanduser().resolve()
-    config_file = self.path / 'config.json'
-    if not self.path.is_dir():
-      raise FileNotFoundError(f'{self.path} does not exist')
-    if not config_file.is_file():
-      if (self.path / 'sweep.json').is_file():
-        raise FileNotFoundError(f'{self.path} is a sweep folder, not a run: use '
-                                f'Sweep({str(path)!r}), or a Run of one of its trials')
-      raise FileNotFoundError(f'{self.path} is not a run folder (no config.json); a run folder '
-                              f'is the --workdir of python -m llmjax.main')
-    self.config: dict = json.loads(config_file.read_text())  # configs.as_dict + data info
+    super().__init__(path)
+    if not self.config_file.is_file() and (self.path / 'sweep.json').is_file():
+      raise FileNotFoundError(f'{self.path} is a sweep folder, not a run: use '
+                              f'Sweep({str(path)!r}), or a Run of one of its trials')
     self.name = self.path.name
-    self.model_cfg = ModelConfig(**self.config['model'])
-    data = self.config['data']
-    self.tokens_per_step = data['global_batch_size'] * data['seq_len']
-    self.flops_per_token = flops.flops_per_token(self.model_cfg, data['seq_len'])
+    data = self.experiment.data  # read now: a folder without config.json is refused here
+    self.tokens_per_step = data.global_batch_size * data.seq_len
+    self.flops_per_token = flops.flops_per_token(self.model_cfg, data.seq_len)
     self.num_params = flops.param_counts(self.model_cfg)['total']
     self._params = collections.OrderedDict()  # step -> nnx.State, least recently used first
 
   def __repr__(self) -> str:
     return f'Run({str(self.path)!r}: {self.num_params:,} parameters, checkpoints {self.steps})'
 
-  @property
-  def steps(self) -> list[int]:
-    """Checkpoint steps on disk now (a run still training gains more)."""
-    folder = self.path / 'checkpoints'
-    return sorted(int(p.name) for p in folder.glob('[0-9]*') if p.name.isdigit())
-
   @functools.cached_property
   def metrics(self) -> pd.DataFrame:
     """metrics.jsonl as one row per logged step (training and evaluation records of a step
     merged), with `tokens` and `flops` (training tokens and FLOPs up to that step) added.
     Read on first use: a new Run sees what a run still training has logged since."""
-    path = self.path / 'metrics.jsonl'
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
-        if path.is_file() else []
+    records = self.metrics_records()
     if not records:
       return pd.DataFrame({'step': [], 'tokens': [], 'flops': []})
     # Non-finite values are written as strings ('nan', 'inf'): numbers again here.
@@ -89,49 +66,28 @@ class Run:
     table['flops'] = table['tokens'] * self.flops_per_token
     return table
 
-  def step_at(self, step: int | None) -> int:
-    """`step`, or the newest checkpoint's step if None; FileNotFoundError if not on disk."""
-    return int(checkpoint.find_step(str(self.path) if step is None else
-                                    f'{self.path}:{step}').name)
-
-  def params(self, step: int | None = None) -> nnx.State:
-    """The parameters of checkpoint `step` (default: the newest) on one CPU device."""
+  def params(self, step: int | None = None, shardings=None) -> nnx.State:
+    """The parameters of checkpoint `step` (default: the newest) on one CPU device
+    (or on `shardings`, uncached)."""
+    if shardings is not None:
+      return super().params(step, shardings)
     step = self.step_at(step)
     if step not in self._params:
-      target = train.TrainState(step=None, params=_on_cpu(self._abstract[1]), opt_state=None,
-                                rng=None)
-      self._params[step], _ = checkpoint.restore_params(f'{self.path}:{step}', target)
+      cpu = jax.sharding.SingleDeviceSharding(cpu_device())
+      self._params[step] = super().params(step, cpu)
       while len(self._params) > CACHED_CHECKPOINTS:
         self._params.popitem(last=False)
     self._params.move_to_end(step)
     return self._params[step]
 
-  def model(self, step: int | None = None) -> Transformer:
+  def model(self, step: int | None = None, shardings=None) -> Transformer:
     """The model of checkpoint `step` (default: the newest), on CPU."""
-    return nnx.merge(self._abstract[0], self.params(step))
+    return nnx.merge(self.abstract_model[0], self.params(step, shardings))
 
-  @functools.cached_property
-  def _abstract(self) -> tuple[nnx.GraphDef, nnx.State]:
-    """The model's structure and parameter shapes; allocates nothing."""
-    return nnx.split(nnx.eval_shape(lambda: Transformer(self.model_cfg, nnx.Rngs(0))), nnx.Param)
-
-  def state(self, step: int | None = None) -> train.TrainState:
-    """The whole train state of checkpoint `step` (parameters, optimizer moments, step, RNG)
-    on CPU; the optimizer is rebuilt from config.json."""
-    folder = checkpoint.find_step(str(self.path) if step is None else f'{self.path}:{step}')
-    optim_cfg = optim.OptimConfig(**{k: _tuples(v) for k, v in self.config['optim'].items()})
-    tx, _ = optim.make(optim_cfg, self.model_cfg, self.config['train']['steps'])
-    abstract = jax.eval_shape(functools.partial(train.init_state, self.model_cfg, tx,
-                                                self.config['train']['seed']))
-    return ocp.StandardCheckpointer().restore(folder / 'state', _on_cpu(abstract))
-
-  @functools.cached_property
-  def tokenizer(self):
-    data = self.config['data']
-    kind, _, spec = data['source'].partition(':')
-    if kind == 'synthetic':  # its own tokens: the chain's states
-      return synthetic.SyntheticTokenizer(synthetic.parse_spec(spec).vocab)
-    return tokenizers.load(data['tokenizer'])
+  def state(self, step: int | None = None, sharding=None) -> TrainState:
+    """The whole train state of checkpoint `step` (parameters, optimizer moments, step,
+    RNG) on CPU; the optimizer is rebuilt from config.json."""
+    return super().state(step, sharding or jax.sharding.SingleDeviceSharding(cpu_device()))
 
   def encode(self, text: str) -> np.ndarray:
     """Token ids of a document starting with `text` (end-of-text first, as in training).
@@ -151,7 +107,7 @@ class Run:
   def eval_batch(self, rows: int = 8) -> dict[str, np.ndarray]:
     """The first `rows` rows of the run's held-out split, packed as in its evaluation:
     inputs, targets, positions, segment_ids, weights (each rows x seq_len)."""
-    data_cfg = pipeline.DataConfig(**self.config['data'])
+    data_cfg = self.experiment.data
     corpus = sources.open_corpus(data_cfg)
     cfg = dataclasses.replace(data_cfg, global_batch_size=rows)
     batch = pipeline.eval_batches(corpus, cfg, max_batches=1)[0]['batch']
@@ -209,9 +165,4 @@ class Sweep:
       frames.append(run.metrics.assign(trial=name, N=counts['total'],
                                        N_nonembedding=counts['non_embedding']))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def _tuples(value):
-  """JSON turned the config's tuples into lists: back to tuples."""
-  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 

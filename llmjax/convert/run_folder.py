@@ -1,7 +1,7 @@
 """llmjax run folders from Hugging Face folders, and back.
 
 An imported run folder looks like one the trainer wrote, so `init_from=WORKDIR`,
-`checkpoint.restore_params` and tools that read runs work on it unchanged:
+`runs.RunFolder` and tools that read runs work on it unchanged:
 `config.json` (the resolved experiment with default optimizer, data and train
 sections, the data tokenizer set to the imported tokenizer.json) and an orbax
 checkpoint at step 0 holding a TrainState (imported parameters, fresh optimizer
@@ -17,14 +17,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from llmjax import checkpoint, configs, optim, train
+from llmjax import checkpoint, configs, optim, runs
 from llmjax.checkpoint import CheckpointConfig
 from llmjax.convert import hf
 from llmjax.data import pipeline
 from llmjax.metrics import MetricsConfig
-from llmjax.model.config import ModelConfig
-from llmjax.model.transformer import Transformer
 from llmjax.sharding import MeshConfig
+from llmjax.step import TrainConfig, TrainState
 
 
 def hf_to_run(hf_dir, workdir, dtype: str = 'float32') -> pathlib.Path:
@@ -42,7 +41,7 @@ def hf_to_run(hf_dir, workdir, dtype: str = 'float32') -> pathlib.Path:
   data = pipeline.DataConfig(tokenizer=tokenizer_spec,
                              seq_len=min(pipeline.DataConfig.seq_len, cfg.max_len))
   exp = configs.Experiment(model=cfg, data=data, optim=optim.OptimConfig(),
-                           train=train.TrainConfig(), mesh=MeshConfig(), metrics=MetricsConfig(),
+                           train=TrainConfig(), mesh=MeshConfig(), metrics=MetricsConfig(),
                            checkpoint=CheckpointConfig())
   resolved = {**configs.as_dict(exp), 'data_fingerprint': '', 'data_info': {},
               'imported_from': str(hf_dir)}
@@ -50,9 +49,9 @@ def hf_to_run(hf_dir, workdir, dtype: str = 'float32') -> pathlib.Path:
 
   tx, _ = optim.make(exp.optim, cfg, exp.train.steps)
   params = nnx.state(model, nnx.Param)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                           opt_state=tx.init(params),
-                           rng=jax.random.key_data(jax.random.key(exp.train.seed + 1)))
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     opt_state=tx.init(params),
+                     rng=jax.random.key_data(jax.random.key(exp.train.seed + 1)))
   counts = {'tokens_seen': 0, 'unique_tokens_seen': 0, 'epoch': 0}
   ckpt = checkpoint.Checkpointer(workdir, exp.checkpoint, exp.train.steps)
   ckpt.save(0, state, {'iterator': None, 'counts': counts}, resolved)
@@ -66,20 +65,10 @@ def run_to_hf(workdir, out_dir, step: int | None = None, overwrite: bool = False
               dtype: str = 'float32') -> pathlib.Path:
   """Exports a run's checkpoint (newest, or `step`) as a Hugging Face folder, with the
   run's tokenizer when it is a tokenizer.json (data.tokenizer='hf:PATH')."""
-  workdir = pathlib.Path(workdir)
-  if not (workdir / 'config.json').is_file():
-    raise FileNotFoundError(f'no config.json in {workdir}; expected an llmjax run folder')
-  saved = json.loads((workdir / 'config.json').read_text())
-  cfg = ModelConfig(**saved['model'])
+  run = runs.RunFolder(workdir)
+  cfg = run.model_cfg
   hf.check_export(cfg, out_dir, overwrite, dtype)  # before the checkpoint is read
-  spec = f'{workdir}:{step}' if step is not None else str(workdir)
-  checkpoint.find_step(spec)
-  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                        abstract)
-  params, _ = checkpoint.restore_params(
-      spec, train.TrainState(step=None, params=target, opt_state=None, rng=None))
-  tokenizer = saved['data']['tokenizer']
+  run.step_folder(step)
+  tokenizer = run.experiment.data.tokenizer
   tokenizer_dir = tokenizer.removeprefix('hf:') if tokenizer.startswith('hf:') else None
-  return hf.save_hf(nnx.merge(graphdef, params), out_dir, tokenizer_dir, overwrite, dtype)
+  return hf.save_hf(run.model(step), out_dir, tokenizer_dir, overwrite, dtype)

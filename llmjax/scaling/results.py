@@ -13,8 +13,7 @@ import pathlib
 
 import pandas as pd
 
-from llmjax import flops
-from llmjax.model.config import ModelConfig
+from llmjax import flops, runs
 from llmjax.scaling import runner
 
 COLUMNS = [
@@ -68,25 +67,24 @@ def _row(workdir: pathlib.Path, planned: dict) -> dict:
          'wall_time_s': status.get('wall_time_s', math.nan), 'error': status.get('error', ''),
          **{k: status.get(k, '') for k in ('config_hash', 'git_commit', 'jax_version',
                                             'jaxlib_version')}}
-  config_path = folder / 'config.json'
-  if config_path.exists():  # what actually ran: recount from the resolved config
-    config = json.loads(config_path.read_text())
-    model = ModelConfig(**config['model'])
-    counts = flops.param_counts(model)
-    tokens = config['train']['steps'] * config['data']['global_batch_size'] * \
-        config['data']['seq_len']
+  if not folder.is_dir():
+    return row
+  run = runs.RunFolder(folder)
+  if run.config_file.exists():  # what actually ran: recount from the resolved config
+    exp = run.experiment
+    counts = flops.param_counts(exp.model)
+    tokens = exp.train.steps * exp.data.global_batch_size * exp.data.seq_len
     row.update(N=counts['total'], N_nonembedding=counts['non_embedding'], D=tokens,
-               C=flops.flops_per_token(model, config['data']['seq_len']) * tokens,
-               data_fingerprint=config.get('data_fingerprint', ''),
-               data_optimal_loss=(config.get('data_info') or {}).get('optimal_loss', math.nan))
-  row.update(_metrics_summary(folder / 'metrics.jsonl'))
+               C=flops.flops_per_token(exp.model, exp.data.seq_len) * tokens,
+               data_fingerprint=run.config.get('data_fingerprint', ''),
+               data_optimal_loss=run.data_info.get('optimal_loss', math.nan))
+  row.update(_metrics_summary(run.metrics_records()))
   return row
 
 
-def _metrics_summary(path: pathlib.Path) -> dict:
-  if not path.exists():
+def _metrics_summary(records: list[dict]) -> dict:
+  if not records:
     return {}
-  records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
   evals = [r for r in records if 'eval/loss' in r]
   train = [r for r in records if 'loss' in r]
   summary = {'steps_done': max((r['step'] for r in records), default=0)}

@@ -1,6 +1,6 @@
-"""Generation with a static KV cache, scoring of continuations, and the sampling CLI.
+"""Generation with a static KV cache, and scoring of continuations.
 
-  python -m llmjax.generate --workdir runs/base --prompt "def fibonacci(" --temperature 0.8
+The command line (`python -m llmjax.generate`) is in `cli.py`.
 
 `generate` pads the prompts (left or right: the cache records each slot's position, so
 both give the same tokens), runs one prefill over them, then decodes inside a
@@ -14,12 +14,8 @@ A row may generate `max_new_tokens`, clipped (with a warning) to what fits in th
 prompt plus new tokens stay within max_len. A prompt must hold 1 to max_len - 1 tokens.
 """
 
-import argparse
 import dataclasses
 import functools
-import json
-import pathlib
-import sys
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -342,82 +338,3 @@ def sample_text(model: Transformer, tokenizer, prompt: str, num_new: int, temper
   num_new = min(num_new, model.cfg.max_len - len(ids))
   out = generate(model, [ids], max_new_tokens=num_new, temperature=temperature, seed=seed)
   return tokenizer.decode(np.concatenate([ids[1:], out.tokens[0]]))
-
-
-def load_run(workdir: str, step: int | None = None) -> tuple[Transformer, object]:
-  """(model on one device, tokenizer) of a training run: its config.json, the parameters of
-  its newest checkpoint (or `step`), its data config's tokenizer. Raises FileNotFoundError
-  naming what is missing."""
-  # Imported here: train imports this module for the sample at the end of a run.
-  from llmjax import checkpoint, train
-  from llmjax.data import tokenizers
-
-  config_file = pathlib.Path(workdir) / 'config.json'
-  if not config_file.is_file():
-    raise FileNotFoundError(f'{config_file} not found; --workdir must be a training run folder')
-  saved = json.loads(config_file.read_text())
-  spec = workdir if step is None else f'{workdir}:{step}'
-  checkpoint.find_step(spec)  # a missing checkpoint is reported before anything is built
-  tokenizer = tokenizers.load(saved['data']['tokenizer'])
-  cfg = ModelConfig(**saved['model'])
-  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                        abstract)
-  params, _ = checkpoint.restore_params(  # reads the parameters only
-      spec, train.TrainState(step=None, params=target, opt_state=None, rng=None))
-  return nnx.merge(graphdef, params), tokenizer
-
-
-def _print_stream(outputs: Iterator[GenerationOutput], tokenizer, prompt: np.ndarray) -> None:
-  """Prints the prompt's text, then the continuation as each chunk arrives."""
-  shown = text = ''
-  for out in outputs:
-    text = tokenizer.decode(np.concatenate([prompt, out.tokens[0]]))
-    # A multi-byte character cut in two decodes as U+FFFD until its end arrives.
-    stable = text.rstrip('\ufffd')
-    if stable.startswith(shown):
-      print(stable[len(shown):], end='', flush=True)
-      shown = stable
-  print(text[len(shown):] if text.startswith(shown) else '', flush=True)
-
-
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m llmjax.generate',
-                                   description='Sample a continuation of a prompt.')
-  source = parser.add_mutually_exclusive_group(required=True)
-  source.add_argument('--workdir', help='a training run folder (config.json, checkpoints/)')
-  source.add_argument('--hf_dir', help='a Hugging Face model folder')
-  parser.add_argument('--prompt', required=True)
-  parser.add_argument('--step', type=int, help='checkpoint step; default: the newest')
-  parser.add_argument('--max_new_tokens', type=int, default=200)
-  parser.add_argument('--temperature', type=float, default=0.8, help='0: greedy')
-  parser.add_argument('--top_k', type=int, default=0, help='0: off')
-  parser.add_argument('--top_p', type=float, default=1.0, help='1: off')
-  parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--chunk', type=int, default=16, help='tokens decoded per device call')
-  args = parser.parse_args(argv)
-  try:
-    if args.workdir:
-      model, tokenizer = load_run(args.workdir, args.step)
-      start = [tokenizer.eot_id]  # training documents start after end-of-text
-    else:
-      from llmjax.convert import hf
-      model, tokenizer = hf.load_hf(args.hf_dir)
-      if tokenizer is None:
-        raise FileNotFoundError(f'{args.hf_dir} holds no tokenizer')
-      start = []  # Hugging Face models take the prompt as it is
-    prompt = tokenizer.encode(args.prompt)
-    ids = np.concatenate([np.array(start, np.int32), prompt])
-    outputs = stream(model, [ids], max_new_tokens=args.max_new_tokens,
-                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                     stop_tokens=[tokenizer.eot_id], seed=args.seed, chunk=args.chunk)
-    _print_stream(outputs, tokenizer, prompt)
-  except (FileNotFoundError, ValueError) as e:
-    print(f'llmjax.generate: {e}', file=sys.stderr)
-    return 2
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from llmjax.generate import cli
+
+sys.exit(cli.main())

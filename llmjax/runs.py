@@ -1,0 +1,153 @@
+"""A run folder as one object: its experiment, model, tokenizer, checkpoints and metrics.
+
+A run folder is the --workdir of `python -m llmjax.main` (or a folder made by
+`llmjax.convert hf-to-llmjax`): `config.json` (the resolved experiment plus data
+fingerprint and info), `metrics.jsonl`, `checkpoints/STEP/{state,data,config}`. Every
+reader of a run folder (resume checks, generation, export, sweep tables, analysis)
+goes through `RunFolder`, so the folder's format is known in one place. Nothing is
+read until asked for.
+"""
+
+import functools
+import json
+import pathlib
+
+import jax
+import optax
+from flax import nnx
+
+from llmjax import checkpoint, configs, optim
+from llmjax.data import synthetic, tokenizers
+from llmjax.model.config import ModelConfig
+from llmjax.model.transformer import Transformer
+from llmjax.step import TrainState, abstract_model, init_state, placed
+
+
+def parse_spec(spec: str) -> tuple[pathlib.Path, int | None]:
+  """'WORKDIR[:STEP]' -> (folder, step or None for the newest)."""
+  path, _, tail = spec.rpartition(':')
+  if path and tail.isdigit():
+    return pathlib.Path(path), int(tail)
+  return pathlib.Path(spec), None
+
+
+class RunFolder:
+  """One run folder. Raises FileNotFoundError naming what is missing."""
+
+  def __init__(self, path):
+    self.path = pathlib.Path(path).expanduser().resolve()
+    if self.path.name == 'checkpoints' and not (self.path / 'config.json').exists():
+      self.path = self.path.parent  # 'RUN/checkpoints' names the run too
+    if not self.path.is_dir():
+      raise FileNotFoundError(f'{self.path} does not exist; expected a run folder (the '
+                              f'--workdir of python -m llmjax.main)')
+
+  def __repr__(self) -> str:
+    return f'RunFolder({str(self.path)!r})'
+
+  @property
+  def config_file(self) -> pathlib.Path:
+    return self.path / 'config.json'
+
+  @property
+  def metrics_file(self) -> pathlib.Path:
+    return self.path / 'metrics.jsonl'
+
+  @property
+  def checkpoint_dir(self) -> pathlib.Path:
+    return self.path / 'checkpoints'
+
+  @functools.cached_property
+  def config(self) -> dict:
+    """config.json as written: `configs.as_dict` of the experiment, plus data
+    fingerprint and info (and `imported_from` for a converted folder)."""
+    if not self.config_file.is_file():
+      raise FileNotFoundError(f'no config.json in {self.path}: it is not a run folder (the '
+                              f'--workdir of python -m llmjax.main)')
+    try:
+      return json.loads(self.config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise FileNotFoundError(f'{self.config_file} is not valid JSON ({e})') from e
+
+  @functools.cached_property
+  def experiment(self) -> configs.Experiment:
+    return configs.from_dict(self.config)
+
+  @property
+  def model_cfg(self) -> ModelConfig:
+    return self.experiment.model
+
+  @property
+  def imported(self) -> bool:
+    """Made by llmjax.convert from a Hugging Face folder (no data iterator to resume)."""
+    return 'imported_from' in self.config
+
+  @property
+  def data_info(self) -> dict:
+    return self.config.get('data_info') or {}
+
+  @functools.cached_property
+  def tokenizer(self):
+    """The tokenizer the run trained with; a synthetic run's states are its tokens."""
+    data = self.experiment.data
+    kind, _, spec = data.source.partition(':')
+    if kind == 'synthetic':
+      return synthetic.SyntheticTokenizer(synthetic.parse_spec(spec).vocab)
+    return tokenizers.load(data.tokenizer)
+
+  @property
+  def steps(self) -> list[int]:
+    """Checkpoint steps on disk now (a run still training gains more)."""
+    return sorted(int(p.name) for p in self.checkpoint_dir.glob('[0-9]*') if p.name.isdigit())
+
+  def step_folder(self, step: int | None = None) -> pathlib.Path:
+    """The folder of checkpoint `step` (default: the newest); FileNotFoundError if absent."""
+    spec = str(self.checkpoint_dir) + ('' if step is None else f':{step}')
+    return checkpoint.find_step(spec)
+
+  def step_at(self, step: int | None = None) -> int:
+    return int(self.step_folder(step).name)
+
+  def metrics_records(self) -> list[dict]:
+    """metrics.jsonl as a list of records, oldest first; a torn last line (a kill
+    mid-write) is left out."""
+    if not self.metrics_file.is_file():
+      return []
+    records = []
+    for line in self.metrics_file.read_text().splitlines():
+      if line.strip():
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError:
+          continue  # only a torn write; every complete record is kept
+    return records
+
+  @functools.cached_property
+  def abstract_model(self) -> tuple[nnx.GraphDef, nnx.State]:
+    """The model's structure and parameter shapes; allocates nothing."""
+    return abstract_model(self.model_cfg)
+
+  def params(self, step: int | None = None, shardings=None) -> nnx.State:
+    """The parameters of checkpoint `step` (default: the newest), placed on `shardings`
+    (one sharding for all, or a tree; default: the first device)."""
+    folder = self.step_folder(step)
+    shardings = shardings or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return checkpoint.restore_params(folder, placed(self.abstract_model[1], shardings))
+
+  def model(self, step: int | None = None, shardings=None) -> Transformer:
+    return nnx.merge(self.abstract_model[0], self.params(step, shardings))
+
+  def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    exp = self.experiment
+    return optim.make(exp.optim, exp.model, exp.train.steps)
+
+  def state(self, step: int | None = None, sharding=None) -> TrainState:
+    """The whole train state of checkpoint `step` (parameters, optimizer moments, step,
+    RNG) on one device; the optimizer is rebuilt from config.json."""
+    folder = self.step_folder(step)
+    exp = self.experiment
+    tx, _ = self.optimizer()
+    abstract = jax.eval_shape(functools.partial(init_state, exp.model, tx,
+                                                exp.train.seed))
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return checkpoint.restore_state(folder, placed(abstract, sharding))

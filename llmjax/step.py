@@ -1,0 +1,202 @@
+"""The train state and the pure functions of one step: init, train_step, eval_step.
+
+Everything here is a pure function of its arguments, so it can be jitted, sharded,
+lowered ahead of time (`aot.py`) and tested step by step. `jit_train_step` is the one
+place the step is jitted, with explicit shardings and a donated state; the loop
+(`train.py`), the compile-only report, the tests and the benchmarks all call it.
+"""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from llmjax import optim, sharding
+from llmjax.model.config import ModelConfig
+from llmjax.model.transformer import Transformer
+
+NONFINITE_POLICIES = ('halt', 'skip')
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  steps: int = 1000  # optimizer steps
+  microbatches: int = 1  # gradient accumulation: the global batch is split into this many
+  z_loss: float = 0.0  # weight of log(Z)^2, keeps the softmax normalizer near 1 (PaLM)
+  seed: int = 0  # parameter init and dropout
+  log_every: int = 50  # steps between fetching and writing metrics
+  eval_every: int = 500  # steps between evaluations (and always at the end)
+  eval_batches: int = 16  # batches per periodic evaluation; the final one uses all
+  sample_prompt: str = 'def '  # prompt of the text sample printed at the end
+  sample_tokens: int = 200  # length of that sample; 0 disables it
+  sample_temperature: float = 0.8
+  nonfinite: str = 'halt'  # halt: stop at a non-finite loss | skip: drop that update
+  max_consecutive_skips: int = 5  # with skip: halt after this many in a row
+  inject_nan_at_step: int = -1  # testing the non-finite policy: NaN loss at this step
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TrainState:
+  step: jax.Array
+  params: nnx.State
+  opt_state: optax.OptState
+  rng: jax.Array  # raw key; each step folds in its step number
+
+
+def init_state(model_cfg: ModelConfig, tx: optax.GradientTransformation,
+               seed: int) -> TrainState:
+  model = Transformer(model_cfg, nnx.Rngs(params=seed))
+  params = nnx.state(model, nnx.Param)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    rng=jax.random.key_data(jax.random.key(seed + 1)))
+
+
+def abstract_model(model_cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
+  """The model's structure and parameter shapes and dtypes; allocates nothing."""
+  return nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(0))), nnx.Param)
+
+
+def placed(abstract, shardings):
+  """ShapeDtypeStructs carrying target shardings: what orbax restores into. `shardings`
+  is a tree like `abstract`, or one sharding for every leaf."""
+  if isinstance(shardings, jax.sharding.Sharding):
+    shardings = jax.tree.map(lambda _: shardings, abstract)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract, shardings)
+
+
+def abstract_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
+                   mesh: jax.sharding.Mesh, rules: sharding.Rules):
+  """(graphdef, the state as a restore target: shapes, dtypes and shardings, the
+  shardings alone); allocates nothing."""
+  graphdef, _ = abstract_model(model_cfg)
+  abstract = jax.eval_shape(functools.partial(init_state, model_cfg, tx, seed))
+  shardings = sharding.param_shardings(abstract, mesh, rules)
+  return graphdef, placed(abstract, shardings), shardings
+
+
+def create_sharded_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
+                         mesh: jax.sharding.Mesh, rules: sharding.Rules):
+  """(graphdef, state, state shardings): parameters and optimizer state created
+  directly in their sharded layout; no full copy ever sits on one device."""
+  graphdef, _, shardings = abstract_state(model_cfg, tx, seed, mesh, rules)
+  state = jax.jit(functools.partial(init_state, model_cfg, tx, seed), out_shardings=shardings)()
+  return graphdef, state, shardings
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
+                  z_loss: float) -> tuple[jax.Array, jax.Array]:
+  """Weighted sums over tokens of (NLL, z-loss term); logits in float32."""
+  log_z = jax.nn.logsumexp(logits, axis=-1)
+  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  nll = jnp.sum((log_z - target_logit) * weights)
+  return nll, z_loss * jnp.sum(jnp.square(log_z) * weights)
+
+
+def _microbatches(batch: dict, num: int) -> dict:
+  """B... -> M (B/M)...; row i goes to microbatch i % M so each device keeps its rows."""
+  return jax.tree.map(lambda x: x.reshape(x.shape[0] // num, num, *x.shape[1:]).swapaxes(0, 1),
+                      batch)
+
+
+def _gradients(params, batch: dict, rng, *, graphdef, num_microbatches: int, z_loss: float):
+  """(gradients, (summed NLL, summed z-loss)) of the loss averaged over the batch's tokens."""
+  total_weight = jnp.maximum(batch['weights'].sum(), 1.0)
+
+  def loss_fn(params, micro, key):
+    model = nnx.merge(graphdef, params)
+    logits = model(micro['inputs'], micro['positions'], micro['segment_ids'], dropout_key=key)
+    nll, zl = cross_entropy(logits, micro['targets'], micro['weights'], z_loss)
+    return (nll + zl) / total_weight, (nll, zl)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if num_microbatches == 1:
+    (_, sums), grads = grad_fn(params, batch, rng)
+    return grads, sums
+
+  def accumulate(carry, xs):
+    index, micro = xs
+    (_, aux), g = grad_fn(params, micro, jax.random.fold_in(rng, index))
+    return jax.tree.map(jnp.add, carry, (g, aux)), None
+
+  zeros = jax.tree.map(jnp.zeros_like, (params, (0.0, 0.0)))
+  xs = (jnp.arange(num_microbatches), _microbatches(batch, num_microbatches))
+  (grads, sums), _ = jax.lax.scan(accumulate, zeros, xs)
+  return grads, sums
+
+
+def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef,
+               tx: optax.GradientTransformation, num_microbatches: int,
+               z_loss: float) -> tuple[TrainState, dict]:
+  """One optimizer step on a global batch; pure, so it can be jitted and sharded."""
+  rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  grads, (nll, zl) = _gradients(state.params, batch, rng, graphdef=graphdef,
+                                num_microbatches=num_microbatches, z_loss=z_loss)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=state.rng)
+  consecutive, total = optim.nonfinite_counts(opt_state)
+  total_weight = jnp.maximum(batch['weights'].sum(), 1.0)
+  step_metrics = {
+      'skipped_steps': total,
+      'consecutive_skipped_steps': consecutive,
+      'loss': nll / total_weight,
+      'z_loss': zl / total_weight,
+      'grad_norm': optax.global_norm(grads),
+      'param_norm': optax.global_norm(params),
+      'update_norm': optax.global_norm(updates),
+  }
+  return new_state, step_metrics
+
+
+def with_nan_at_step(step_fn, nan_step: int):
+  """`step_fn` whose loss and gradients are NaN at optimizer step `nan_step` (1-based):
+  a fault injected from outside, to test the non-finite policy end to end."""
+
+  def faulty(state: TrainState, batch: dict):
+    poison = jnp.where(state.step + 1 == nan_step, jnp.nan, 1.0)
+    return step_fn(state, {**batch, 'weights': batch['weights'] * poison})
+
+  return faulty
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
+                    cfg: TrainConfig):
+  """The train step for `cfg`, with its test hooks (fault injection) wrapped around it."""
+  step_fn = functools.partial(train_step, graphdef=graphdef, tx=tx,
+                              num_microbatches=cfg.microbatches, z_loss=cfg.z_loss)
+  if cfg.inject_nan_at_step >= 0:
+    step_fn = with_nan_at_step(step_fn, cfg.inject_nan_at_step)
+  return step_fn
+
+
+def jit_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg: TrainConfig,
+                   state_shardings, batch_sharding):
+  """The train step, jitted with explicit shardings; the old state's buffers are donated."""
+  return jax.jit(make_train_step(graphdef, tx, cfg), in_shardings=(state_shardings,
+                                                                    batch_sharding),
+                 out_shardings=(state_shardings, None), donate_argnums=0)
+
+
+def eval_step(params: nnx.State, batch: dict, *, graphdef: nnx.GraphDef) -> dict:
+  """Sums of NLL and of target weights over a batch (sums so batches add up exactly)."""
+  model = nnx.merge(graphdef, params)
+  logits = model(batch['inputs'], batch['positions'], batch['segment_ids'])
+  nll, _ = cross_entropy(logits, batch['targets'], batch['weights'], 0.0)
+  return {'nll': nll, 'weight': batch['weights'].sum()}
+
+
+def jit_eval_step(graphdef: nnx.GraphDef, param_shardings, batch_sharding):
+  return jax.jit(functools.partial(eval_step, graphdef=graphdef),
+                 in_shardings=(param_shardings, batch_sharding))
+
+
+def device_batch(local_rows: dict[str, np.ndarray], data_sharding) -> dict[str, jax.Array]:
+  """Global arrays from this process's rows of the global batch."""
+  return {k: jax.make_array_from_process_local_data(data_sharding, v)
+          for k, v in local_rows.items()}
