@@ -1,8 +1,19 @@
-"""Optimizers, learning-rate schedules and weight-decay masks (optax).
+"""Optimizers, learning-rate schedules, weight-decay masks and modes (optax).
 
-The per-group learning-rate multipliers come from `model.parametrization`; they
-scale each parameter's update after the base optimizer, which for AdamW, Lion
-and Adafactor is the same as scaling that group's learning rate.
+The per-tensor learning-rate and Adam-epsilon multipliers come from
+`model.parametrization` (all 1 under sp). The optax chain, in order:
+
+  coupled (sp's default):
+    clip -> [eps] -> adamw = (scale_by_adam -> add_decayed_weights -> scale_by_lr) -> lr_mult
+    the decay step of a tensor is lr_t * lr_mult * wd * p: it follows its LR multiplier.
+  independent (mup's and completep's default):
+    clip -> [eps] -> scale_by_adam -> lr_mult -> add_decayed_weights -> scale_by_lr
+    the decay step is lr_t * wd * p in every group, whatever its LR multiplier.
+
+[eps] (completep only) divides each gradient by its tensor's epsilon multiplier e: Adam is
+invariant to a gradient's scale except through epsilon, so Adam on g / e is Adam on g with
+epsilon e * eps. Lion uses scale_by_lion for scale_by_adam; Adafactor, whose updates are
+relative to the parameter scale, is coupled only.
 """
 
 import dataclasses
@@ -15,9 +26,11 @@ from flax import nnx
 
 from llmjax.model import parametrization as pz
 from llmjax.model.config import ModelConfig
+from llmjax.model.transformer import parametrization_rules, pz_path
 
 OPTIMIZERS = ('adamw', 'adafactor', 'lion')
 SCHEDULES = ('cosine', 'wsd', 'constant', 'inverse_sqrt')
+WEIGHT_DECAY_MODES = ('auto', 'coupled', 'independent')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +47,7 @@ class OptimConfig:
   weight_decay: float = 0.1  # decoupled; multiplied by the lr (AdamW convention)
   no_decay_groups: tuple[str, ...] = pz.NO_DECAY_GROUPS  # parametrization groups not decayed
   clip_norm: float = 1.0  # global gradient-norm clipping; 0 disables
+  weight_decay_mode: str = 'auto'  # coupled | independent | auto (sp: coupled, else independent)
 
 
 def schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
@@ -66,35 +80,73 @@ def group_tree(params, fn: Callable[[str], object]):
   return jax.tree.map(lambda v: fn(v.group), params, is_leaf=_is_variable)
 
 
-def scale_by_group_lr(model_cfg: ModelConfig) -> optax.GradientTransformation:
+def decay_mode(cfg: OptimConfig, model_cfg: ModelConfig) -> str:
+  """'coupled' or 'independent': what weight_decay_mode 'auto' means for this model."""
+  if cfg.weight_decay_mode != 'auto':
+    return cfg.weight_decay_mode
+  return 'coupled' if pz.is_sp(model_cfg) else 'independent'
+
+
+def scale_by_tensor(multipliers: dict[str, float] | None,
+                    invert: bool = False) -> optax.GradientTransformation:
+  """Multiplies each tensor's update by multipliers['blocks/attn/wq'] (or divides, with
+  `invert`); None or 1 leaves it untouched (no op in the graph)."""
+  def one(path, var):
+    m = 1.0 if multipliers is None else multipliers[pz_path(path)]
+    if m == 1.0:
+      return var
+    factor = 1.0 / m if invert else m
+    return jax.tree.map(lambda x: x * factor, var)
+
   def update(updates, state, params=None):
     del params
-    multipliers = group_tree(updates, lambda g: pz.lr_multiplier(model_cfg, g))
-    updates = jax.tree.map(
-        lambda m, u: jax.tree.map(lambda x: x * m, u) if m != 1.0 else u,
-        multipliers, updates, is_leaf=_is_variable)
-    return updates, state
+    return jax.tree_util.tree_map_with_path(one, updates, is_leaf=_is_variable), state
 
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+def _direction(cfg: OptimConfig) -> optax.GradientTransformation:
+  if cfg.name == 'adamw':
+    return optax.scale_by_adam(cfg.b1, cfg.b2, cfg.eps)
+  if cfg.name == 'lion':
+    return optax.scale_by_lion(cfg.b1, cfg.b2)
+  raise ValueError(f'weight_decay_mode=independent supports adamw and lion, not {cfg.name!r}')
+
+
+def _coupled(cfg: OptimConfig, lr, decay_mask) -> optax.GradientTransformation:
+  if cfg.name == 'adamw':
+    return optax.adamw(lr, cfg.b1, cfg.b2, cfg.eps, weight_decay=cfg.weight_decay,
+                       mask=decay_mask)
+  if cfg.name == 'lion':
+    return optax.lion(lr, cfg.b1, cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask)
+  if cfg.name == 'adafactor':
+    return optax.adafactor(lr, weight_decay_rate=cfg.weight_decay or None,
+                           weight_decay_mask=decay_mask)
+  raise ValueError(f'unknown optimizer {cfg.name!r}; known: {", ".join(OPTIMIZERS)}')
+
+
 def make(cfg: OptimConfig, model_cfg: ModelConfig,
          total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """The optimizer and its learning-rate schedule."""
+  """The optimizer and its learning-rate schedule (chain order: module docstring)."""
   lr = schedule(cfg, total_steps)
   decay_mask = lambda params: group_tree(params, lambda g: g not in cfg.no_decay_groups)
-  if cfg.name == 'adamw':
-    base = optax.adamw(lr, cfg.b1, cfg.b2, cfg.eps, weight_decay=cfg.weight_decay,
-                       mask=decay_mask)
-  elif cfg.name == 'lion':
-    base = optax.lion(lr, cfg.b1, cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask)
-  elif cfg.name == 'adafactor':
-    base = optax.adafactor(lr, weight_decay_rate=cfg.weight_decay or None,
-                           weight_decay_mask=decay_mask)
-  else:
+  if cfg.name not in OPTIMIZERS:
     raise ValueError(f'unknown optimizer {cfg.name!r}; known: {", ".join(OPTIMIZERS)}')
+  lr_mult = eps_mult = None
+  if not pz.is_sp(model_cfg):  # sp: every multiplier 1, no abstract models to build
+    rules = parametrization_rules(model_cfg)
+    lr_mult = {path: r.lr for path, r in rules.items()}
+    eps_mult = {path: r.eps for path, r in rules.items()}
   clip = optax.clip_by_global_norm(cfg.clip_norm) if cfg.clip_norm > 0 else optax.identity()
-  tx = optax.chain(clip, base, scale_by_group_lr(model_cfg))
+  if decay_mode(cfg, model_cfg) == 'coupled':
+    steps = [_coupled(cfg, lr, decay_mask), scale_by_tensor(lr_mult)]
+  else:
+    steps = [_direction(cfg), scale_by_tensor(lr_mult),
+             optax.add_decayed_weights(cfg.weight_decay, decay_mask),
+             optax.scale_by_learning_rate(lr)]
+  if eps_mult is not None and any(e != 1.0 for e in eps_mult.values()):
+    steps.insert(0, scale_by_tensor(eps_mult, invert=True))
+  tx = optax.chain(clip, *steps)
   # A step with non-finite gradients leaves parameters and moments untouched; the
   # training loop decides whether that halts the run or is counted and skipped.
   return optax.apply_if_finite(tx, max_consecutive_errors=2**31 - 1), lr

@@ -69,7 +69,19 @@ class KVCache:
             sharding.constrain(v_all[layer], layer_axes))
 
 
-def einsum_attention(q, k, v, mask) -> jax.Array:
+def attention_weights(q, k, mask, scale: float | None = None) -> jax.Array:
+  """q BTNH, k BSKH, mask B1TS -> softmax probabilities BKGTS (float32): query head
+  n = k * G + g reads kv head k. `scale` multiplies q.k; None is the standard 1/sqrt(H)."""
+  b, t, n, h = q.shape
+  kv = k.shape[2]
+  q = q.reshape(b, t, kv, n // kv, h)
+  scores = jnp.einsum('BTKGH,BSKH->BKGTS', q, k, preferred_element_type=jnp.float32)
+  scale = h**-0.5 if scale is None else scale
+  scores = jnp.where(mask[:, :, None], scores * scale, jnp.finfo(jnp.float32).min)
+  return jax.nn.softmax(scores, axis=-1)
+
+
+def einsum_attention(q, k, v, mask, scale: float | None = None) -> jax.Array:
   """Attention written out: q BTNH, k/v BSKH, mask B1TS -> BTNH.
 
   Query heads are grouped G = N/K per kv head, so K < N never copies k or v.
@@ -77,26 +89,24 @@ def einsum_attention(q, k, v, mask) -> jax.Array:
   skips a transpose of the scores), and it is the reference in the tests.
   """
   b, t, n, h = q.shape
-  kv = k.shape[2]
-  q = q.reshape(b, t, kv, n // kv, h)
-  scores = jnp.einsum('BTKGH,BSKH->BKGTS', q, k, preferred_element_type=jnp.float32)
-  scores = jnp.where(mask[:, :, None], scores * h**-0.5, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  probs = attention_weights(q, k, mask, scale).astype(v.dtype)
   return jnp.einsum('BKGTS,BSKH->BTKGH', probs, v).reshape(b, t, n, h)
 
 
-def dot_product_attention(q, k, v, mask, impl: str) -> jax.Array:
-  """q: BTNH, k/v: BSKH, mask: B1TS -> BTNH.
+def dot_product_attention(q, k, v, mask, impl: str, scale: float | None = None) -> jax.Array:
+  """q: BTNH, k/v: BSKH, mask: B1TS -> BTNH; `scale` on q.k (None: 1/sqrt(H)).
 
   'auto' and 'cudnn' go through `jax.nn.dot_product_attention`, which handles
   K < N itself and uses cuDNN's fused flash kernel on NVIDIA GPUs ('auto'
   falls back to XLA elsewhere); 'xla' forces jax.nn's portable path; 'einsum'
-  is the explicit version above.
+  is the explicit version above. Every path takes the same `scale`, so muP's
+  1/H reaches training, decoding and analysis alike.
   """
   if impl == 'einsum':
-    return einsum_attention(q, k, v, mask)
+    return einsum_attention(q, k, v, mask, scale)
   implementation = None if impl == 'auto' else impl
-  return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+  return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale,
+                                      implementation=implementation)
 
 
 class Attention(nnx.Module):
@@ -104,7 +114,9 @@ class Attention(nnx.Module):
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     d, n, k, h = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     self.cfg = cfg
-    self.wq = layers.param(cfg, rngs, (d, n, h), ('embed', 'heads', 'head_dim'), pz.HIDDEN, d)
+    self.scale = pz.attention_scale(cfg)  # None: 1/sqrt(H)
+    self.wq = layers.param(cfg, rngs, (d, n, h), ('embed', 'heads', 'head_dim'), pz.HIDDEN, d,
+                           zero_init=pz.query_zero_init(cfg))
     self.wk = layers.param(cfg, rngs, (d, k, h), ('embed', 'kv_heads', 'head_dim'), pz.HIDDEN, d)
     self.wv = layers.param(cfg, rngs, (d, k, h), ('embed', 'kv_heads', 'head_dim'), pz.HIDDEN, d)
     self.wo = layers.param(cfg, rngs, (n, h, d), ('heads', 'head_dim', 'embed'), pz.OUTPUT,
@@ -119,8 +131,15 @@ class Attention(nnx.Module):
       self.k_norm = layers.Norm(cfg, h, 'head_dim')
 
   def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array) -> jax.Array:
-    q, k, v = self._project(x, positions)
-    return self._output(dot_product_attention(q, k, v, mask, self.cfg.attention_impl))
+    q, k, v = self.project(x, positions)
+    return self.output(dot_product_attention(q, k, v, mask, self.cfg.attention_impl,
+                                             self.scale))
+
+  def probs(self, x: jax.Array, positions: jax.Array, mask: jax.Array) -> jax.Array:
+    """The attention probabilities this layer forms on x BTD: BNTS float32 (for analysis)."""
+    q, k, _ = self.project(x, positions)
+    b, t, n, _ = q.shape
+    return attention_weights(q, k, mask, self.scale).reshape(b, n, t, k.shape[1])
 
   def decode(self, x: jax.Array, positions: jax.Array, mask: jax.Array, cache: KVCache,
              layer) -> tuple[jax.Array, KVCache]:
@@ -129,14 +148,14 @@ class Attention(nnx.Module):
     Writes the chunk's keys and values into layer `layer` of the cache, then attends over
     that layer's S slots; returns (BTD, the cache).
     """
-    q, k, v = self._project(x, positions)
+    q, k, v = self.project(x, positions)
     cache, k, v = cache.update(layer, k, v)
     # cuDNN's fused kernel takes no arbitrary mask, and one query per row gains nothing from
     # it: 'xla' keeps jax.nn's path, everything else the einsum (no k/v copies for K < N).
     impl = 'xla' if self.cfg.attention_impl == 'xla' else 'einsum'
-    return self._output(dot_product_attention(q, k, v, mask, impl)), cache
+    return self.output(dot_product_attention(q, k, v, mask, impl, self.scale)), cache
 
-  def _project(self, x, positions):
+  def project(self, x, positions):
     """BTD -> q BTNH, k and v BTKH, with biases, qk norms and rotary positions applied."""
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     q = jnp.einsum('BTD,DNH->BTNH', x, self.wq[...].astype(dtype))
@@ -155,10 +174,14 @@ class Attention(nnx.Module):
     v = sharding.constrain(v, ('batch', 'length', 'act_kv_heads', None))
     return q, k, v
 
-  def _output(self, out):
+  def output(self, out):
     """Attention output BTNH -> BTD."""
     dtype = jnp.dtype(self.cfg.dtype)
     y = jnp.einsum('BTNH,NHD->BTD', out, self.wo[...].astype(dtype))
     if self.cfg.use_bias:
       y = y + self.bo[...].astype(dtype)
     return y
+
+  # Old private names, kept until llmjax/analysis/activations.py calls the public ones.
+  _project = project
+  _output = output

@@ -44,6 +44,18 @@ class ModelConfig:
   attention_impl: str = 'auto'  # auto | xla | cudnn (jax.nn.dot_product_attention) | einsum
   init_std: float = 0.02  # std of embeddings and input projections
   logits_soft_cap: float = 0.0  # tanh cap on the output logits; 0 disables
+  # Parametrization (llmjax.model.parametrization): how init, LR and forward scales follow
+  # the shape. mup/completep equal sp at the base shape.
+  parametrization: str = 'sp'  # sp | mup | completep
+  mup_base_width: int = 0  # D of the base shape (0: the model's own); same shape rule
+  mup_base_depth: int = 0  # L of the base shape, completep only (0: the model's own)
+  mup_base_preset: str = ''  # a preset whose shape is the base (instead of the base width)
+  mup_input_mult: float = 1.0  # on the embeddings' output
+  mup_output_mult: float = 1.0  # on the logits, before the 1/m_d of muP
+  mup_attn_mult: float = 1.0  # on the attention scores, before muP's sqrt(H_base)/H
+  mup_readout_zero_init: bool = False  # untied head starts at 0
+  mup_query_zero_init: bool = False  # query projection starts at 0 (uniform attention)
+  completep_alpha: float = 1.0  # depth exponent: branches x (L/L_base)^-alpha
 
   @property
   def num_groups(self) -> int:  # G

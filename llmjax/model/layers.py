@@ -10,11 +10,13 @@ from llmjax.model.config import ModelConfig
 
 
 def param(cfg: ModelConfig, rngs: nnx.Rngs | None, shape: tuple[int, ...],
-          axes: tuple[str, ...], group: str, fan_in: int = 1) -> nnx.Param:
-  """A parameter tagged with logical axis names and its parametrization group.
+          axes: tuple[str, ...], group: str, fan_in: int = 1,
+          zero_init: bool = False) -> nnx.Param:
+  """A parameter tagged with logical axis names, its parametrization group and fan-in.
 
   The names are metadata only: the mesh placement is decided later by the
-  sharding rules (llmjax.sharding), so models never mention mesh axes.
+  sharding rules (llmjax.sharding), so models never mention mesh axes. The fan-in is
+  what the parametrization compares against the base shape's same tensor.
   """
   dtype = jnp.dtype(cfg.param_dtype)
   if group == pz.NORM:
@@ -24,7 +26,9 @@ def param(cfg: ModelConfig, rngs: nnx.Rngs | None, shape: tuple[int, ...],
   else:
     std = pz.init_std(cfg, group, fan_in)
     value = (std * jax.random.truncated_normal(rngs.params(), -3.0, 3.0, shape)).astype(dtype)
-  return nnx.Param(value, out_sharding=axes, eager_sharding=False, group=group)
+    if zero_init:  # drawn anyway, so every other tensor gets the same random stream
+      value = jnp.zeros(shape, dtype)
+  return nnx.Param(value, out_sharding=axes, eager_sharding=False, group=group, fan_in=fan_in)
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:

@@ -20,10 +20,12 @@ _REMAT_POLICIES = {
 
 
 class Block(nnx.Module):
-  """x + Attn(Norm(x)), then x + Mlp(Norm(x))."""
+  """x + b * Attn(Norm(x)), then x + b * Mlp(Norm(x)); b is the parametrization's branch
+  multiplier (1 but under completep)."""
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     self.dropout_rate = cfg.dropout
+    self.branch_mult = pz.branch_multiplier(cfg)
     self.attn_norm = layers.Norm(cfg, cfg.d_model)
     self.attn = Attention(cfg, rngs)
     self.mlp_norm = layers.Norm(cfg, cfg.d_model)
@@ -33,17 +35,26 @@ class Block(nnx.Module):
     attn_key = mlp_key = None
     if dropout_key is not None:
       attn_key, mlp_key = jax.random.split(dropout_key)
+    x = self.attend(x, positions, mask, attn_key)
+    return self.feed_forward(x, mlp_key)
+
+  def attend(self, x, positions, mask, dropout_key=None):  # BTD -> BTD
+    """The stream after this block's attention branch (before its MLP)."""
     h = self.attn(self.attn_norm(x), positions, mask)
-    x = x + layers.dropout(h, self.dropout_rate, attn_key)
-    h = self.mlp(self.mlp_norm(x))
-    x = x + layers.dropout(h, self.dropout_rate, mlp_key)
-    return sharding.constrain(x, ('batch', 'length', 'act_embed'))
+    return x + self._branch(layers.dropout(h, self.dropout_rate, dropout_key))
+
+  def feed_forward(self, x, dropout_key=None):  # BTD -> BTD
+    """The stream after this block's MLP branch."""
+    h = layers.dropout(self.mlp(self.mlp_norm(x)), self.dropout_rate, dropout_key)
+    return sharding.constrain(x + self._branch(h), ('batch', 'length', 'act_embed'))
 
   def decode(self, x, positions, mask, cache, layer):  # BTD -> BTD, and the cache
     h, cache = self.attn.decode(self.attn_norm(x), positions, mask, cache, layer)
-    x = x + h
-    x = x + self.mlp(self.mlp_norm(x))
-    return sharding.constrain(x, ('batch', 'length', 'act_embed')), cache
+    return self.feed_forward(x + self._branch(h)), cache
+
+  def _branch(self, h):
+    # Skipped at 1 so that sp and the base shape compute exactly what they always did.
+    return h if self.branch_mult == 1.0 else h * jnp.asarray(self.branch_mult, h.dtype)
 
 
 class Transformer(nnx.Module):
@@ -72,7 +83,10 @@ class Transformer(nnx.Module):
     self.final_norm = layers.Norm(cfg, cfg.d_model)
     if not cfg.tie_embeddings:
       self.unembed = layers.param(cfg, rngs, (cfg.d_model, cfg.vocab_size),
-                                  ('embed', 'vocab'), pz.UNEMBED, cfg.d_model)
+                                  ('embed', 'vocab'), pz.UNEMBED, cfg.d_model,
+                                  zero_init=pz.readout_zero_init(cfg))
+    self.input_mult = pz.input_multiplier(cfg)
+    self.logit_mult = pz.logit_multiplier(cfg)
 
   def __call__(self, tokens: jax.Array, positions: jax.Array | None = None,
                segment_ids: jax.Array | None = None,
@@ -99,6 +113,8 @@ class Transformer(nnx.Module):
     x = self.embed(tokens)
     if self.cfg.positions == 'learned':
       x = x + jnp.take(self.pos_embedding[...], positions, axis=0).astype(x.dtype)
+    if self.input_mult != 1.0:
+      x = x * jnp.asarray(self.input_mult, x.dtype)
     x = layers.dropout(x, self.cfg.dropout, dropout_key)
     return sharding.constrain(x, ('batch', 'length', 'act_embed'))
 
@@ -150,6 +166,8 @@ class Transformer(nnx.Module):
                           preferred_element_type=jnp.float32)
     logits = sharding.constrain(logits, ('batch', 'length', 'act_vocab'))
     logits = logits.astype(jnp.float32)
+    if self.logit_mult != 1.0:
+      logits = logits * self.logit_mult
     if cfg.logits_soft_cap:
       logits = cfg.logits_soft_cap * jnp.tanh(logits / cfg.logits_soft_cap)
     return logits
@@ -175,3 +193,25 @@ class Transformer(nnx.Module):
       x, y = body(x, jax.tree.map(lambda a: a[i], xs))
       ys.append(y)
     return x, jax.tree.map(lambda *a: jnp.stack(a), *ys)
+
+
+def abstract_params(cfg: ModelConfig) -> dict:
+  """'a/b/c' -> abstract nnx.Param (shape, dtype, group, fan_in) of a model of `cfg`;
+  allocates nothing."""
+  model = nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))
+  flat, _ = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param),
+                                                 is_leaf=lambda v: isinstance(v, nnx.Variable))
+  return {pz_path(path): var for path, var in flat}
+
+
+def pz_path(path) -> str:
+  """A jax tree path of the parameter state as 'blocks/attn/wq'."""
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
+                  for k in path)
+
+
+def parametrization_rules(cfg: ModelConfig) -> dict[str, pz.Rule]:
+  """What the parametrization does to each tensor of a model of `cfg`: its fan-in against
+  the same tensor of the abstract base model, init std, LR, epsilon and forward
+  multipliers."""
+  return pz.tensor_rules(cfg, abstract_params(cfg), abstract_params(pz.base_config(cfg)))
