@@ -212,6 +212,8 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
   _choice(errors, 'model.dtype', m.dtype, model_config.DTYPES)
   _choice(errors, 'optim.name', o.name, optim.OPTIMIZERS)
   _choice(errors, 'optim.schedule', o.schedule, optim.SCHEDULES)
+  _choice(errors, 'model.parametrization', m.parametrization, parametrization.PARAMETRIZATIONS)
+  _choice(errors, 'optim.weight_decay_mode', o.weight_decay_mode, optim.WEIGHT_DECAY_MODES)
   for field in ('vocab_size', 'd_model', 'num_layers', 'num_heads', 'num_kv_heads', 'head_dim',
                 'mlp_dim', 'max_len'):
     _positive(errors, f'model.{field}', getattr(m, field))
@@ -252,7 +254,28 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
   if unknown_groups:
     errors.append(f'config.optim.no_decay_groups: unknown groups {sorted(unknown_groups)}; '
                   f'known: {", ".join(parametrization.GROUPS)}')
+  _check_parametrization(exp, errors)
   _check_mesh(exp, num_devices, errors)
+
+
+def _check_parametrization(exp: Experiment, errors: list[str]) -> None:
+  """muP/CompleteP fields (llmjax.model.parametrization) and what they cannot combine with."""
+  m, o = exp.model, exp.optim
+  errors += parametrization.problems(m)
+  if o.weight_decay_mode == 'independent' and o.name not in ('adamw', 'lion'):
+    errors.append(f'config.optim.weight_decay_mode=independent supports adamw and lion, not '
+                  f'{o.name}')
+  if parametrization.is_sp(m):
+    return
+  if exp.init_from.startswith('hf:'):
+    errors.append(f'config.init_from={exp.init_from!r}: a Hugging Face model is trained in sp '
+                  f'scale; under model.parametrization={m.parametrization!r} its attention, '
+                  f'logit and branch multipliers would change the function it computes. Warm '
+                  f'start it with model.parametrization=sp')
+  if o.name == 'adafactor':
+    errors.append(f'config.optim.name=adafactor: model.parametrization={m.parametrization!r} '
+                  f'sets Adam-family LR rules (adamw, lion); adafactor scales updates by the '
+                  f'parameter scale')
 
 
 def _check_tokenizer(m: ModelConfig, d: pipeline.DataConfig, errors: list[str]) -> None:
