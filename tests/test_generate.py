@@ -252,8 +252,9 @@ def test_bad_score_inputs_name_the_problem(model, contexts, continuations, match
     generate.score(model, contexts, continuations)
 
 
-def _run_folder(tmp_path, model):
-  """A training run folder holding `model`'s parameters at step 5 and the byte tokenizer."""
+def _run_folder(tmp_path, model, data=None):
+  """A training run folder holding `model`'s parameters at step 5 and, unless `data` says
+  otherwise, the byte tokenizer."""
   workdir = tmp_path / 'run'
   # The generator reads the parameters only.
   state = step.TrainState(step=jnp.array(5), params=nnx.state(model, nnx.Param), opt_state=None,
@@ -261,9 +262,22 @@ def _run_folder(tmp_path, model):
   ckpt = checkpoint.Checkpointer(workdir, checkpoint.CheckpointConfig(), 10)
   ckpt.save(5, state, {'iterator': None}, {})
   ckpt.close()
-  config = {'model': dataclasses.asdict(CFG), 'data': {'tokenizer': 'byte'}}
+  config = {'model': dataclasses.asdict(model.cfg), 'data': data or {'tokenizer': 'byte'}}
   (workdir / 'config.json').write_text(json.dumps(config))
   return workdir
+
+
+def test_cli_reads_a_synthetic_run_with_its_own_tokens(tmp_path, capsys):
+  # A synthetic-language run's tokens are the chain's states (here 0..15, end-of-text 16):
+  # the byte tokenizer's end-of-text (256) would not even be in its vocabulary.
+  model = random_model(dataclasses.replace(CFG, vocab_size=17))
+  workdir = _run_folder(tmp_path, model, {'source': 'synthetic:vocab=16,seed=0'})
+  assert generate_cli.main(['--workdir', str(workdir), '--prompt', '3 1 4', '--temperature',
+                            '0', '--max_new_tokens', '8']) == 0
+  printed = capsys.readouterr().out.split()
+  expected = generate.generate(model, [[16, 3, 1, 4]], max_new_tokens=8, temperature=0.0,
+                               stop_tokens=[16]).tokens[0]
+  assert printed == ['3', '1', '4', *[str(t) for t in expected]]
 
 
 def test_cli_streams_the_continuation_of_a_run(tmp_path, model, capsys):

@@ -49,8 +49,8 @@ def _load(args) -> tuple[object, object, list[int]]:
   """(model, tokenizer, tokens that precede the prompt)."""
   if args.workdir:
     run = runs.RunFolder(args.workdir)
-    run.step_folder(args.step)  # a missing checkpoint is reported before anything is built
-    tokenizer = run.tokenizer
+    tokenizer = run.tokenizer  # config.json, then the checkpoint: both before any build
+    run.step_folder(args.step)
     # Training documents start after end-of-text.
     return run.model(args.step), tokenizer, [tokenizer.eot_id]
   model, tokenizer = hf.load_hf(args.hf_dir)
