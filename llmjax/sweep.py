@@ -49,7 +49,7 @@ def _select(trials: list[sweep_lib.Trial]) -> list[sweep_lib.Trial]:
   return [t for t in trials if any(fnmatch.fnmatch(t.name, p) for p in _ONLY.value)]
 
 
-def _print_plan(workdir: pathlib.Path, sw: runner.Sweep) -> None:
+def _print_plan(workdir: pathlib.Path, sw: runner.SweepSpec) -> None:
   print(f'{"#":>3}  {"trial":<24} {"N":>13} {"N_non_emb":>13} {"D":>10} {"C (FLOPs)":>10} '
         f'{"D/N":>6}  status')
   for i, trial in enumerate(sw.trials):

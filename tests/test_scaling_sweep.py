@@ -22,8 +22,8 @@ SWEEPS = ROOT / 'experiments' / 'scaling'
 TINY = f'{SWEEPS / "synthetic_entropy.py"}:tiny'
 
 
-def _load(spec: str, **overrides) -> runner.Sweep:
-  """A sweep file's Sweep, with 'section.field' overrides on its base config."""
+def _load(spec: str, **overrides) -> runner.SweepSpec:
+  """A sweep file's SweepSpec, with 'section.field' overrides on its base config."""
   sw = runner.load(spec)
   for key, value in overrides.items():
     section, field = key.split('.')
@@ -101,7 +101,7 @@ def test_bad_sweeps_are_refused():
     sweep_lib.check_names([sweep_lib.Trial('a/b', {})])
   with pytest.raises(configs.ConfigError, match=r"trial 'x': override optim.lrr=0.1: unknown key"):
     sweep_lib.trial_config(base, sweep_lib.Trial('x', {'optim.lrr': 0.1}))
-  bad = runner.Sweep('inline', base, [sweep_lib.Trial('ok', {}),
+  bad = runner.SweepSpec('inline', base, [sweep_lib.Trial('ok', {}),
                                       sweep_lib.Trial('neg', {'train.steps': -1})])
   with pytest.raises(configs.ConfigError, match=r"trial 'neg':\n  config.train.steps: must be "
                                                 r"positive"):
@@ -171,7 +171,7 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
   sw = _load(TINY)
   trials = [sweep_lib.Trial('nan', {**sw.trials[0].overrides, 'train.inject_nan_at_step': 3}),
             sweep_lib.Trial('fine', dict(sw.trials[0].overrides))]
-  sw = runner.Sweep(sw.config_file, sw.base, trials)
+  sw = runner.SweepSpec(sw.config_file, sw.base, trials)
   runner.write_manifest(tmp_path, sw, [])
   statuses = runner.run(tmp_path, sw, runner.build_all(sw, jax.device_count()), sw.trials)
   assert statuses == {'nan': 'failed', 'fine': 'done'}
@@ -180,7 +180,7 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
   assert 'non-finite training loss' in failed.error and 'step 3' in failed.error
 
   # Editing a trial that already ran is refused rather than mixing two configs in one folder.
-  edited = runner.Sweep(sw.config_file, sw.base, [sweep_lib.Trial(
+  edited = runner.SweepSpec(sw.config_file, sw.base, [sweep_lib.Trial(
       'fine', {**trials[1].overrides, 'optim.lr': 1e-2})])
   with pytest.raises(configs.ConfigError, match="trial 'fine' in .* was run with a different"):
     runner.run(tmp_path, edited, {'fine': runner.build_all(edited, jax.device_count())['fine']},

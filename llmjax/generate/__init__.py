@@ -62,9 +62,9 @@ class _State:
   cache: KVCache
   logits: jax.Array  # B V float32: of each row's next token
   positions: jax.Array  # B: position of each row's next token
-  tokens: jax.Array  # B N new tokens; -1 where none was written
-  logprobs: jax.Array  # B N
-  sampling_logprobs: jax.Array  # B N
+  tokens: jax.Array  # B C new tokens (C: the new-token capacity); -1 where none was written
+  logprobs: jax.Array  # B C
+  sampling_logprobs: jax.Array  # B C
   budget: jax.Array  # B: tokens the row may generate
   done: jax.Array  # B bool
   count: jax.Array  # scalar: columns of `tokens` written so far

@@ -38,13 +38,14 @@ HASHED_SECTIONS = ('model', 'data', 'optim', 'train', 'init_from')
 
 
 @dataclasses.dataclass(frozen=True)
-class Sweep:
+class SweepSpec:
+  """A sweep as its file defines it: the base config and the trials over it."""
   config_file: str  # the experiment file, with its ':variant' if any
   base: config_dict.ConfigDict  # get_config() with command-line overrides applied
   trials: list[sweep_lib.Trial]
 
 
-def load(config_file: str, base: config_dict.ConfigDict | None = None) -> Sweep:
+def load(config_file: str, base: config_dict.ConfigDict | None = None) -> SweepSpec:
   """The sweep of an experiment file ('path.py' or 'path.py:variant'): its get_sweep()
   over `base`, by default its get_config() (the CLI passes it with its overrides).
   Trial names are checked here."""
@@ -60,10 +61,10 @@ def load(config_file: str, base: config_dict.ConfigDict | None = None) -> Sweep:
   args = (variant,) if variant else ()
   trials = list(module.get_sweep(*args))
   sweep_lib.check_names(trials)
-  return Sweep(config_file, base if base is not None else module.get_config(*args), trials)
+  return SweepSpec(config_file, base if base is not None else module.get_config(*args), trials)
 
 
-def build_all(sw: Sweep, num_devices: int) -> dict[str, configs.Experiment]:
+def build_all(sw: SweepSpec, num_devices: int) -> dict[str, configs.Experiment]:
   """Every trial's validated Experiment; all problems of all trials reported at once."""
   experiments, problems = {}, []
   for trial in sw.trials:
@@ -92,7 +93,7 @@ def config_hash(exp: configs.Experiment) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def write_manifest(workdir: pathlib.Path, sw: Sweep, overrides: list[str]) -> None:
+def write_manifest(workdir: pathlib.Path, sw: SweepSpec, overrides: list[str]) -> None:
   """sweep.json: everything a cluster script needs to fan the sweep out."""
   rows = [{'index': i, **sweep_lib.describe(sw.base, t), 'overrides': dict(t.overrides)}
           for i, t in enumerate(sw.trials)]
@@ -141,7 +142,7 @@ def run_trial(workdir: pathlib.Path, trial: sweep_lib.Trial, exp: configs.Experi
   return record['status']
 
 
-def run(workdir: pathlib.Path, sw: Sweep, experiments: dict[str, configs.Experiment],
+def run(workdir: pathlib.Path, sw: SweepSpec, experiments: dict[str, configs.Experiment],
         selected: list[sweep_lib.Trial]) -> dict[str, str]:
   """Runs the selected trials that are not done, in order; stops early on a preemption.
   Returns each selected trial's status."""
