@@ -7,23 +7,28 @@ RNG: arrays only, restored straight into the target mesh's shardings), `data`
 
 Saves are asynchronous: the step loop continues while orbax writes, and orbax
 finalizes a step atomically (a half-written step is never listed and is
-removed). Once a save has finished, the SHA-256 of each of its files is
-recorded in `WORKDIR/checkpoint_checksums/`. Restore tries the newest step
-first and falls back to older ones if its files no longer match their hashes,
-it cannot be read, or it holds non-finite values.
+removed). As soon as orbax has finalized a save, the SHA-256 of each of its
+files is recorded in `WORKDIR/checkpoint_checksums/`. Restore tries the newest
+step first and falls back to older ones if its files no longer match their
+hashes, it cannot be read, or it holds non-finite values; the unusable ones are
+moved aside, never deleted, and a run whose checkpoints are all unusable is
+refused rather than started over.
 """
 
 import dataclasses
 import hashlib
 import json
 import pathlib
+import shutil
 import sys
+import threading
 import time
 import typing
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 
@@ -53,12 +58,27 @@ def log_spaced_steps(up_to: int) -> list[int]:
   return steps
 
 
+class CheckpointError(RuntimeError):
+  """A run folder has checkpoints, and none of them can be restored into this run."""
+
+
+class SaveError(RuntimeError):
+  """A checkpoint could not be written; the run went on, and says so at its end."""
+
+
 class Checkpointer:
-  """One orbax CheckpointManager for a workdir, with llmjax's save and keep policy."""
+  """One orbax CheckpointManager for a workdir, with llmjax's save and keep policy.
+
+  A failed write (full disk, permissions), also one that orbax reports later from its
+  background thread, is recorded in `failed_saves` and training goes on: the state in
+  memory is intact and earlier checkpoints are untouched. The loop raises SaveError at
+  the end of the run if any save failed.
+  """
 
   def __init__(self, workdir: pathlib.Path, cfg: CheckpointConfig, total_steps: int):
     self.cfg = cfg
-    self.directory = pathlib.Path(workdir).resolve() / 'checkpoints'
+    self.workdir = pathlib.Path(workdir).resolve()
+    self.directory = self.workdir / 'checkpoints'
     keep = [checkpoint_managers.LatestN(cfg.keep_last)]
     if cfg.keep_log_spaced:
       keep.append(checkpoint_managers.CustomSteps(log_spaced_steps(total_steps)))
@@ -66,11 +86,16 @@ class Checkpointer:
       keep.append(checkpoint_managers.EveryNSteps(cfg.keep_every))
     options = ocp.CheckpointManagerOptions(
         preservation_policy=checkpoint_managers.AnyPreservationPolicy(keep),
-        enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True)
+        enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True,
+        # Hash a save as soon as orbax has finalized it, on orbax's own thread.
+        async_options=ocp.AsyncOptions(post_finalization_callback=self._record_checksums))
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=('state', 'data', 'config'))
-    self._checksums = pathlib.Path(workdir).resolve() / 'checkpoint_checksums'
+    self._checksums = self.workdir / 'checkpoint_checksums'
     self._unrecorded: list[int] = []  # saved steps whose files are not hashed yet
+    self._lock = threading.Lock()  # _unrecorded is shared with orbax's thread
+    self._in_flight: int | None = None  # the step orbax may still be writing
+    self.failed_saves: list[str] = []
     self._last_save_time = time.monotonic()
 
   def due(self, step: int, total_steps: int) -> bool:
@@ -87,80 +112,138 @@ class Checkpointer:
     return bool(self.cfg.every_minutes) and minutes >= self.cfg.every_minutes
 
   def save(self, step: int, state, data_state: dict, config: dict) -> float:
-    """Starts an asynchronous save; returns the seconds the caller was blocked.
-
-    A failed write (full disk, permissions) is reported and training goes on:
-    the state in memory is intact and earlier checkpoints are untouched.
-    """
+    """Starts an asynchronous save; returns the seconds the caller was blocked."""
     start = time.perf_counter()
-    self._record_checksums()  # of the previous save, which orbax has finished by now
+    self._surface_background_error()
     try:
+      with self._lock:
+        self._unrecorded.append(step)
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
           config=ocp.args.JsonSave(config)), force=True)
-      self._unrecorded.append(step)
+      self._in_flight = step
     except Exception as e:  # noqa: BLE001 - any write error must not kill the run
-      print(f'llmjax: checkpoint save at step {step} to {self.directory} failed: {e!r}',
-            file=sys.stderr)
+      with self._lock:
+        self._unrecorded.remove(step)
+      self._failed(step, e)
     self._last_save_time = time.monotonic()
     return time.perf_counter() - start
+
+  def _failed(self, step: int | None, error: Exception) -> None:
+    message = f'checkpoint save at step {step} to {self.directory} failed: {error!r}'
+    self.failed_saves.append(message)
+    print(f'llmjax: {message}; training goes on, older checkpoints are kept', file=sys.stderr)
+
+  def _surface_background_error(self) -> None:
+    """Records an error orbax's thread hit while writing the previous save."""
+    try:
+      self.manager.check_for_errors()
+    except Exception as e:  # noqa: BLE001
+      self._failed(self._in_flight, e)
 
   def reached_preemption(self, step: int) -> bool:
     """Multi-host: JAX's preemption sync point, so all processes save the same step."""
     return jax.process_count() > 1 and self.manager.reached_preemption(step)
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
-    self._record_checksums()  # the save just finished: hash it now
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 - the background write failed
+      self._failed(self._in_flight, e)
+    self._in_flight = None
+    self._record_checksums()
 
   def close(self) -> None:
     self.wait()
-    self.manager.close()
+    try:
+      self.manager.close()
+    except Exception as e:  # noqa: BLE001
+      self._failed(None, e)
 
   def _record_checksums(self) -> None:
-    """Hashes the files of finished saves (orbax writes them in the background, so
-    this waits for it) and forgets the hashes of steps the keep policy deleted."""
-    if not self.cfg.checksums or jax.process_index() != 0 or not self._unrecorded:
+    """Hashes the files of finalized saves and forgets the hashes of steps the keep
+    policy deleted. Runs on orbax's thread after each save, and at wait()."""
+    if not self.cfg.checksums or jax.process_index() != 0:
       return
-    self.manager.wait_until_finished()
-    self._checksums.mkdir(exist_ok=True)
-    for step in self._unrecorded:
-      if (self.directory / str(step)).is_dir():
-        record = self._checksums / f'{step}.json'
-        record.write_text(json.dumps(_file_hashes(self.directory / str(step)), indent=1))
-    self._unrecorded.clear()
-    kept = {str(s) for s in self.manager.all_steps()}
-    for record in self._checksums.glob('*.json'):
-      if record.stem not in kept:
-        record.unlink()
+    with self._lock:
+      self._checksums.mkdir(exist_ok=True)
+      for step in list(self._unrecorded):
+        if (self.directory / str(step)).is_dir():  # finalized: orbax renamed it in place
+          record = self._checksums / f'{step}.json'
+          record.write_text(json.dumps(_file_hashes(self.directory / str(step)), indent=1))
+          self._unrecorded.remove(step)
+      kept = {p.name for p in self.directory.glob('[0-9]*') if p.name.isdigit()}
+      for record in self._checksums.glob('*.json'):
+        if record.stem not in kept and int(record.stem) not in self._unrecorded:
+          record.unlink()
 
-  def _verify(self, step: int) -> None:
+  def _verify(self, step: int) -> bool:
+    """Raises if the step's files differ from their record; False if it has none."""
     record = self._checksums / f'{step}.json'
-    if self.cfg.checksums and record.exists():
-      if json.loads(record.read_text()) != _file_hashes(self.directory / str(step)):
-        raise ValueError('its files differ from the SHA-256 recorded when it was saved')
+    if not (self.cfg.checksums and record.exists()):
+      return False
+    if json.loads(record.read_text()) != _file_hashes(self.directory / str(step)):
+      raise ValueError('its files differ from the SHA-256 recorded when it was saved')
+    return True
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
   def restore_latest(self, abstract_state) -> Restored | None:
-    """The newest readable, finite checkpoint, or None.
+    """The newest readable, finite checkpoint, or None if there is none at all.
 
-    `abstract_state` gives shapes, dtypes and target shardings: a checkpoint
-    written on any mesh is restored directly into this run's layout.
+    `abstract_state` gives shapes, dtypes and target shardings: a checkpoint written on
+    any mesh is restored directly into this run's layout. Newer checkpoints that could
+    not be used are moved aside to WORKDIR/unusable_checkpoints/ (not deleted), so the
+    steps after them can be saved again. If none can be used, CheckpointError: nothing
+    is moved, and the run does not start over.
     """
+    failures = []
     for step in reversed(self.steps()):
       try:
-        self._verify(step)
+        verified = self._verify(step)
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
         if not _all_finite(restored['state']):
           raise ValueError('it holds non-finite values')
-        return Restored(step, restored['state'], restored['data'], self.directory / str(step))
       except Exception as e:  # noqa: BLE001 - any unreadable step: fall back to an older one
+        reason = f'{type(e).__name__}: {str(e)[:300]}'
+        failures.append((step, reason))
         print(f'llmjax: WARNING: checkpoint {self.directory / str(step)} is unusable '
-              f'({type(e).__name__}: {str(e)[:300]}); trying an older one', file=sys.stderr)
+              f'({reason}); trying an older one', file=sys.stderr)
+        continue
+      self._set_aside(failures)
+      if not verified:
+        print(f'llmjax: checkpoint {step} has no checksum record (the run stopped before its '
+              f'files were hashed): restored unverified', file=sys.stderr)
+      return Restored(step, restored['state'], restored['data'], self.directory / str(step))
+    if failures:
+      listed = '; '.join(f'step {s}: {r}' for s, r in failures)
+      raise CheckpointError(
+          f'none of the checkpoints in {self.directory} can be restored into this run '
+          f'({listed}). Nothing was changed. If the run\'s model or optimizer changed, train '
+          f'in a new --workdir (init_from can start from these parameters)')
     return None
+
+  def _set_aside(self, failures: list[tuple[int, str]]) -> None:
+    """Moves unusable checkpoints to WORKDIR/unusable_checkpoints/STEP, with the reason."""
+    if not failures:
+      return
+    if jax.process_index() == 0:
+      aside = self.workdir / 'unusable_checkpoints'
+      aside.mkdir(exist_ok=True)
+      for step, reason in failures:
+        target = aside / str(step)
+        suffix = 1
+        while target.exists():
+          target, suffix = aside / f'{step}-{suffix}', suffix + 1
+        shutil.move(self.directory / str(step), target)
+        (aside / f'{target.name}.reason.txt').write_text(reason + '\n')
+        (self._checksums / f'{step}.json').unlink(missing_ok=True)
+        print(f'llmjax: moved unusable checkpoint {step} to {target}', file=sys.stderr)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('llmjax_checkpoints_set_aside')
+    self.manager.reload()
 
 
 def restore_params(step_folder: pathlib.Path, params_target):

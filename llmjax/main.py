@@ -14,7 +14,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from llmjax import aot, configs, distributed, runs, sharding, train, warmstart
+from llmjax import (aot, checkpoint, configs, distributed, resume, runs, sharding, train,
+                    warmstart)
 from llmjax.data.sources import DataError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment file with get_config().',
@@ -34,6 +35,9 @@ _HEARTBEAT_TIMEOUT = flags.DEFINE_integer('heartbeat_timeout', 100, 'Seconds wit
                                           'the others abort.')
 _COMPILE_ONLY = flags.DEFINE_bool('compile_only', False, 'Compile the train step for the '
                                   "config's mesh, print memory per device, and exit.")
+_ALLOW_CHANGES = flags.DEFINE_list('allow_changes', [], 'Config fields (section.field) or '
+                                   'sections a resumed run may change, e.g. train.steps to '
+                                   'extend it; see llmjax/resume.py for the policy.')
 _NUM_FAKE_DEVICES = flags.DEFINE_integer('num_fake_devices', 0, 'Run on this many CPU devices '
                                          '(e.g. shaped like a target pod, with --compile_only).')
 
@@ -41,26 +45,6 @@ _NUM_FAKE_DEVICES = flags.DEFINE_integer('num_fake_devices', 0, 'Run on this man
 def _default_workdir(config_path: str) -> pathlib.Path:
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
   return pathlib.Path('runs') / f'{pathlib.Path(config_path).stem}-{stamp}'
-
-
-def _resume_problem(workdir: pathlib.Path, resolved: dict) -> str | None:
-  """Why `workdir` cannot take this run, if it cannot: a run there without
-  checkpoints, checkpoints of a different model or data, or an imported model."""
-  if not (workdir / 'config.json').exists() and not (workdir / 'metrics.jsonl').exists():
-    return None
-  run = runs.RunFolder(workdir)
-  if run.config_file.exists() and run.imported:
-    return (f'{workdir} holds a model imported by llmjax.convert; train from it in a new '
-            f'--workdir with --config.init_from={workdir}')
-  if not run.metrics_file.exists():
-    return None
-  if not run.steps:
-    return f'{workdir} already holds a run without checkpoints; choose another --workdir'
-  for section in ('model', 'data'):
-    if run.config.get(section) != resolved[section]:
-      return (f'{workdir} holds checkpoints of a different config.{section}; resume with the '
-              f'same {section} settings or choose another --workdir')
-  return None
 
 
 def _init_from_problem(exp: configs.Experiment) -> str | None:
@@ -110,20 +94,32 @@ def main(argv):
           file=sys.stderr)
     sys.exit(2)
   workdir = pathlib.Path(_WORKDIR.value or _default_workdir(flags.FLAGS['config'].config_filename))
-  problem = _init_from_problem(exp) or _resume_problem(workdir, configs.as_dict(exp))
+  problem = _init_from_problem(exp) or resume.problem(workdir, configs.as_dict(exp),
+                                                       set(_ALLOW_CHANGES.value))
   if problem:
     print(f'llmjax: {problem}', file=sys.stderr)
     sys.exit(2)
   if jax.process_index() == 0:
     print(f'llmjax: workdir {workdir}')
+  _train(exp, workdir)
+
+
+def _train(exp: configs.Experiment, workdir: pathlib.Path) -> None:
+  """Runs the training; each way it can refuse or stop has its own exit status."""
   try:
     train.run(exp, workdir, configs.as_dict(exp))
   except DataError as e:  # raised while opening the data, before the workdir exists
     print(f'llmjax: bad data input: {e}', file=sys.stderr)
     sys.exit(2)
+  except (runs.RunLocked, checkpoint.CheckpointError) as e:  # refused; nothing was changed
+    print(f'llmjax: {e}', file=sys.stderr)
+    sys.exit(2)
   except FloatingPointError as e:  # the non-finite policy halted the run
     print(f'llmjax: halted: {e}', file=sys.stderr)
     sys.exit(3)
+  except checkpoint.SaveError as e:  # trained to the end, but a checkpoint is missing
+    print(f'llmjax: the run finished, but {e}', file=sys.stderr)
+    sys.exit(4)
 
 
 if __name__ == '__main__':

@@ -10,7 +10,11 @@ read until asked for.
 
 import functools
 import json
+import os
 import pathlib
+import socket
+import threading
+import time
 
 import jax
 import optax
@@ -151,3 +155,81 @@ class RunFolder:
                                                 exp.train.seed))
     sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
     return checkpoint.restore_state(folder, placed(abstract, sharding))
+
+
+class RunLocked(RuntimeError):
+  """Another live process is writing the run folder."""
+
+
+class RunLock:
+  """An exclusive lock on a run folder while one process writes it.
+
+  `WORKDIR/.lock` is created atomically and names its holder (host, pid, start time);
+  the holder touches it every HEARTBEAT_S seconds. A lock is stale, and taken over, when
+  its holder was on this host and no longer lives, or (from any host: a job requeued on
+  another node) when it has not been touched for STALE_S seconds.
+  """
+
+  HEARTBEAT_S = 30.0
+  STALE_S = 300.0
+
+  def __init__(self, folder):
+    self.path = pathlib.Path(folder) / '.lock'
+    self.held = False
+    self._stop = threading.Event()
+
+  def __enter__(self) -> 'RunLock':
+    for _ in range(2):  # a stale lock is removed once, then creation is tried again
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        holder = self._holder()
+        if not self._stale(holder):
+          raise RunLocked(
+              f'{self.path.parent} is in use by process {holder.get("pid")} on '
+              f'{holder.get("host")} since {holder.get("since")}; wait for it to finish, or '
+              f'delete {self.path} if that process is gone') from None
+        self.path.unlink(missing_ok=True)
+        continue
+      with os.fdopen(fd, 'w') as f:
+        json.dump({'host': socket.gethostname(), 'pid': os.getpid(),
+                   'since': time.strftime('%Y-%m-%dT%H:%M:%S%z')}, f)
+      self.held = True
+      threading.Thread(target=self._heartbeat, daemon=True).start()
+      return self
+    raise RunLocked(f'{self.path} could not be taken (another process took it first)')
+
+  def __exit__(self, *exc) -> None:
+    if self.held:
+      self._stop.set()
+      self.path.unlink(missing_ok=True)
+      self.held = False
+
+  def _heartbeat(self) -> None:
+    while not self._stop.wait(self.HEARTBEAT_S):
+      try:
+        os.utime(self.path)
+      except OSError:
+        return  # removed by hand: the next writer's check will say so
+
+  def _holder(self) -> dict:
+    try:
+      return json.loads(self.path.read_text())
+    except (OSError, json.JSONDecodeError):
+      return {}  # being written this instant, or torn: treated as held
+
+  def _stale(self, holder: dict) -> bool:
+    try:
+      if time.time() - self.path.stat().st_mtime > self.STALE_S:
+        return True
+    except FileNotFoundError:
+      return True  # released meanwhile
+    if holder.get('host') != socket.gethostname() or not isinstance(holder.get('pid'), int):
+      return False
+    try:
+      os.kill(holder['pid'], 0)
+    except ProcessLookupError:
+      return True
+    except PermissionError:
+      return False  # alive, another user's
+    return False

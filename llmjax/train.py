@@ -7,8 +7,8 @@ token counters), `StepLogger` (deferred metric fetch and throughput), `NonFinite
 The host never waits for the device except to fetch metrics one step late.
 """
 
+import contextlib
 import dataclasses
-import json
 import math
 import pathlib
 import signal
@@ -21,7 +21,8 @@ import jax
 import numpy as np
 from flax import nnx
 
-from llmjax import checkpoint, distributed, flops, generate, metrics, optim, sharding, warmstart
+from llmjax import (checkpoint, distributed, flops, generate, metrics, optim, resume, runs,
+                    sharding, warmstart)
 from llmjax.data import pipeline
 from llmjax.data.sources import Corpus
 from llmjax.step import (TrainConfig, TrainState, abstract_state, device_batch, init_state,
@@ -224,49 +225,62 @@ class Loop:
 @distributed.stdout_from_process_zero()
 def run(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict) -> dict[str, float]:
   """Trains `exp` in `workdir`, resuming from its newest usable checkpoint; returns the
-  last metrics. Every process of a multi-host run calls this."""
+  last metrics. Every process of a multi-host run calls this; process 0 holds the
+  folder's lock while it runs. Raises checkpoint.SaveError at the end if a save failed."""
   mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor,
                             dcn_data=exp.mesh.dcn_data)
   data = pipeline.load(exp.data)
   workdir.mkdir(parents=True, exist_ok=True)
-  resolved_config = {**resolved_config, 'data_fingerprint': data.fingerprint,
-                     'data_info': data.info}
-  if jax.process_index() == 0:
-    (workdir / 'config.json').write_text(json.dumps(resolved_config, indent=2) + '\n')
+  lock = runs.RunLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock:
+    resolved_config = {**resolved_config, 'data_fingerprint': data.fingerprint,
+                       'data_info': data.info}
+    if jax.process_index() == 0:
+      for change in resume.record(workdir, resolved_config):
+        print(f'llmjax: changed on resume: {change}')
+    ckpt = checkpoint.Checkpointer(workdir, exp.checkpoint, exp.train.steps)
+    try:
+      with sharding.activation_rules(mesh, exp.mesh.rules):
+        last = _train(exp, workdir, resolved_config, data, ckpt, mesh)
+    finally:
+      ckpt.close()
+  if ckpt.failed_saves:
+    raise checkpoint.SaveError('; '.join(ckpt.failed_saves))
+  return last
+
+
+def _train(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict, data: Corpus,
+           ckpt: checkpoint.Checkpointer, mesh: jax.sharding.Mesh) -> dict[str, float]:
+  """Restores or initializes the state, trains, and finishes (summary and sample)."""
   tx, lr_schedule = optim.make(exp.optim, exp.model, exp.train.steps)
-  ckpt = checkpoint.Checkpointer(workdir, exp.checkpoint, exp.train.steps)
+  rules = exp.mesh.rules
+  graphdef, target, shardings = abstract_state(exp.model, tx, exp.train.seed, mesh, rules)
+  restored = ckpt.restore_latest(target)
+  if restored is not None and restored.step >= exp.train.steps:
+    print(f'llmjax: the run in {workdir} is already complete ({exp.train.steps} steps)')
+    return {}
+  state = _initial_state(exp, tx, target, shardings, restored)
+  batch_sharding = sharding.data_sharding(mesh, rules)
+  rows = distributed.batch_slice(batch_sharding, exp.data.global_batch_size)
+  cursor = DataCursor(data, exp.data, rows)
+  if restored is not None:
+    cursor.restore(restored.data)
+  loop = Loop(
+      exp=exp, workdir=workdir, resolved_config=resolved_config, state=state,
+      step_fn=jit_train_step(graphdef, tx, exp.train, shardings, batch_sharding),
+      batch_sharding=batch_sharding, cursor=cursor,
+      logger=StepLogger(exp, workdir, resolved_config, int(state.step), lr_schedule),
+      guard=NonFiniteGuard(exp.train),
+      evaluate=Evaluator(jit_eval_step(graphdef, shardings.params, batch_sharding),
+                         pipeline.eval_batches(data, exp.data, *rows), batch_sharding),
+      ckpt=ckpt)
   try:
-    with sharding.activation_rules(mesh, exp.mesh.rules):
-      graphdef, target, shardings = abstract_state(exp.model, tx, exp.train.seed, mesh,
-                                                        exp.mesh.rules)
-      restored = ckpt.restore_latest(target)
-      if restored is not None and restored.step >= exp.train.steps:
-        print(f'llmjax: the run in {workdir} is already complete ({exp.train.steps} steps)')
-        return {}
-      state = _initial_state(exp, tx, target, shardings, restored)
-      batch_sharding = sharding.data_sharding(mesh, exp.mesh.rules)
-      rows = distributed.batch_slice(batch_sharding, exp.data.global_batch_size)
-      cursor = DataCursor(data, exp.data, rows)
-      if restored is not None:
-        cursor.restore(restored.data)
-      loop = Loop(
-          exp=exp, workdir=workdir, resolved_config=resolved_config, state=state,
-          step_fn=jit_train_step(graphdef, tx, exp.train, shardings, batch_sharding),
-          batch_sharding=batch_sharding, cursor=cursor,
-          logger=StepLogger(exp, workdir, resolved_config, int(state.step), lr_schedule),
-          guard=NonFiniteGuard(exp.train),
-          evaluate=Evaluator(jit_eval_step(graphdef, shardings.params, batch_sharding),
-                             pipeline.eval_batches(data, exp.data, *rows), batch_sharding),
-          ckpt=ckpt)
-      try:
-        if not train_loop(loop):
-          return loop.logger.last
-      finally:
-        loop.logger.close()
-      finish(loop, graphdef, data.tokenizer)
+    if not train_loop(loop):
       return loop.logger.last
   finally:
-    ckpt.close()
+    loop.logger.close()
+  finish(loop, graphdef, data.tokenizer)
+  return loop.logger.last
 
 
 def _initial_state(exp: 'Experiment', tx, target, shardings,

@@ -18,6 +18,7 @@ LAYERS = {
     'llmjax.scaling': 7, 'llmjax.convert.run_folder': 7, 'llmjax.aot': 7,  # many runs, or one
     'llmjax.train': 6,  # the loop
     'llmjax.warmstart': 5,  # init_from: a run folder or a Hugging Face folder
+    'llmjax.resume': 5,  # what a rerun may change; the folder's config history
     'llmjax.runs': 4,  # a run folder as one object
     'llmjax.configs': 3,  # an experiment: the config dataclasses and their validation
     # The parts: pure step, storage, data, metrics, decoding, Hugging Face formats.
