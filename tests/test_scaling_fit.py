@@ -205,10 +205,16 @@ def test_report_writes_plots_summary_and_json(tmp_path):
 def test_report_with_six_points_skips_what_it_cannot_fit(tmp_path):
   fits = report.write_report(isoflop_table(noise=0.003).iloc[:6], tmp_path, bootstrap=4)
   assert fits.approach2 is None and fits.approach3 is not None
+  # The IsoFLOP panel is drawn without its parabolas and says why; one budget holds nothing
+  # out, and single-variable laws need repeated sizes: those panels say so too.
   assert sorted(p.stem for p in tmp_path.glob('*.svg')) == [
-      'fitted_vs_observed', 'loss_vs_compute', 'optimal_allocation', 'residuals']
-  assert '- Approach 2: Approach 2 fits 2 parameters; 1 IsoFLOP minima given' in (
-      tmp_path / 'summary.md').read_text()
+      'fitted_vs_observed', 'isoflops', 'loss_vs_compute', 'optimal_allocation', 'residuals',
+      'single_laws']
+  summary = (tmp_path / 'summary.md').read_text()
+  assert '- Approach 2: Approach 2 fits 2 parameters; 1 IsoFLOP minima given' in summary
+  assert 'Not run: leave-one-budget-out needs 2 budgets; the points have 1.' in summary
+  texts = [t.get_text() for t in report.figures(fits)['isoflops'].axes[0].texts]
+  assert texts == [f'Approach 2 skipped: {fits.skipped["Approach 2"]}']
 
 
 def test_cli_fit_and_report_on_a_csv(tmp_path, capsys):

@@ -1,26 +1,52 @@
-"""A synthetic language whose entropy is known exactly: a sparse random Markov chain.
+"""A synthetic language whose entropy is known exactly: a sparse random order-k Markov chain.
 
-Each of V states moves to `branching` successors (one of them s+1 mod V, so the
-chain is irreducible) with Dirichlet(alpha) probabilities; all of it drawn from
-`seed`. Documents are `doc_len` tokens started from the stationary distribution.
-A model of these documents cannot do better than `optimal_loss` nats per
-predicted token, the known irreducible loss E of a scaling-law fit.
+Construction (all of it drawn from `seed`). A context is the last k = `order` symbols of
+V = `vocab`; there are C = V^k of them. Every context c has `branching` successors: the
+symbol after its last one, (last + 1) mod V, which makes every context reach the same
+cycle (so the chain has one recurrent class and one stationary distribution), and
+branching - 1 others drawn without replacement with weights w_x = (x + 1)^-zipf (Gumbel
+top-k). Their probabilities are Dirichlet(alpha) draws tilted by the same weights,
+P(x | c) ∝ g_x w_x, so low symbols, and the contexts made of them, are frequent and the
+others rare: context frequencies fall off like a power law, the setting in which
+learning curves are power laws (Hutter 2021, "Learning curve theory"). A model must
+memorize a table of about C x branching entries, most of them rare: a small model cannot
+hold it and a large one needs many tokens to see the rare contexts.
 
-Spec: 'synthetic:vocab=64,branching=4,alpha=1.0,seed=0,doc_len=512' (any subset).
+Exact entropy. The stationary distribution pi over contexts solves pi = pi P, found by
+power iteration of the lazy chain (pi + pi P) / 2 on the sparse (C, branching) table
+(laziness removes periodicity; the iteration stops when pi changes by < 1e-13 in L1).
+The entropy rate is h = sum_c pi(c) H(P(. | c)) nats per token.
+
+Documents. Document i is a pure function of (seed, offset + i): its first k symbols are a
+context drawn from pi, the rest follow the chain; the held-out split is another index
+range (llmjax.data.sources). The Bayes-optimal predictor that sees a document from its
+start pays H(pi) for its first k tokens together (they are one context drawn from pi:
+token j < k is predicted from the marginal of pi given the tokens before it) and h for
+each later one, so `optimal_loss` = (H(pi) + (doc_len - k) h) / doc_len per predicted
+token. It holds for training rows that start at a document's start: keep doc_len equal
+to the row length seq_len (or a divisor of it); a row cut from the middle of a document
+loses its context and can only do worse.
+
+Spec: 'synthetic:vocab=64,order=1,branching=4,alpha=1.0,zipf=0,seed=0,doc_len=512'
+(any subset; order=1 with zipf=0 is the plain sparse chain).
 """
 
 import dataclasses
 
 import numpy as np
 
+MAX_CONTEXTS = 2**20  # C = vocab^order: the (C, branching) tables stay in memory
+
 
 @dataclasses.dataclass(frozen=True)
 class MarkovSpec:
-  vocab: int = 64
-  branching: int = 4
-  alpha: float = 1.0
+  vocab: int = 64  # V: symbols
+  order: int = 1  # k: symbols of context
+  branching: int = 4  # successors per context
+  alpha: float = 1.0  # Dirichlet concentration of the successor probabilities
+  zipf: float = 0.0  # exponent of the symbol weights (x + 1)^-zipf; 0: uniform
   seed: int = 0
-  doc_len: int = 512
+  doc_len: int = 512  # tokens per document
 
 
 def parse_spec(text: str) -> MarkovSpec:
@@ -39,68 +65,133 @@ def parse_spec(text: str) -> MarkovSpec:
   if not (2 <= spec.branching <= spec.vocab and spec.alpha > 0 and spec.doc_len >= 2):
     raise ValueError(f'synthetic source: need 2 <= branching <= vocab, alpha > 0, '
                      f'doc_len >= 2; got {spec}')
+  if not (1 <= spec.order < spec.doc_len and spec.zipf >= 0):
+    raise ValueError(f'synthetic source: need 1 <= order < doc_len and zipf >= 0; got {spec}')
+  if spec.vocab ** spec.order > MAX_CONTEXTS:
+    raise ValueError(f'synthetic source: vocab^order = {spec.vocab ** spec.order} contexts; '
+                     f'at most {MAX_CONTEXTS}')
   return spec
 
 
+def _draw_table(spec: MarkovSpec) -> tuple[np.ndarray, np.ndarray]:
+  """(successors, probabilities), both (C, branching): the chain's sparse table."""
+  rng = np.random.default_rng(spec.seed)
+  v, b = spec.vocab, spec.branching
+  contexts = v ** spec.order
+  log_w = -spec.zipf * np.log1p(np.arange(v))
+  forced = (np.arange(contexts) % v + 1) % v  # (last symbol + 1) mod V
+  # Gumbel top-k: sampling without replacement with weights w, all contexts at once.
+  keys = log_w + rng.gumbel(size=(contexts, v))
+  keys[np.arange(contexts), forced] = -np.inf
+  others = np.argsort(-keys, axis=1)[:, :b - 1]
+  successors = np.concatenate([forced[:, None], others], axis=1)
+  weights = rng.gamma(spec.alpha, size=(contexts, b)) * np.exp(log_w[successors])
+  # Dirichlet draws with small alpha can underflow to 0: keep every successor possible.
+  weights = np.maximum(weights, 1e-12 * weights.max(1, keepdims=True))
+  return successors.astype(np.int32), weights / weights.sum(1, keepdims=True)
+
+
+def _stationary(next_context: np.ndarray, probs: np.ndarray, tol: float = 1e-13,
+                max_iter: int = 200_000) -> np.ndarray:
+  """pi = pi P by power iteration of the lazy chain on the sparse table."""
+  contexts = len(probs)
+  pi = np.full(contexts, 1.0 / contexts)
+  flat_next = next_context.ravel()
+  for _ in range(max_iter):
+    moved = np.bincount(flat_next, weights=(pi[:, None] * probs).ravel(), minlength=contexts)
+    new = 0.5 * (pi + moved)
+    if np.abs(new - pi).sum() < tol:
+      return new / new.sum()
+    pi = new
+  raise RuntimeError(f'synthetic source: stationary distribution did not converge in '
+                     f'{max_iter} iterations')
+
+
+def _entropy(p: np.ndarray, axis=None) -> np.ndarray:
+  return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=axis)
+
+
 class MarkovSource:
-  """Random-access documents (token arrays) of an infinite Markov stream."""
+  """Random-access documents (token arrays) of an infinite order-k Markov stream."""
 
   endless = True  # i.i.d. documents: the pipeline neither shuffles nor counts epochs
 
   def __init__(self, spec: MarkovSpec, num_docs: int = 2**31 - 1, offset: int = 0):
     self.spec, self._num_docs, self._offset = spec, num_docs, offset
-    rng = np.random.default_rng(spec.seed)
-    v = spec.vocab
-    self.transitions = np.zeros((v, v))
-    for s in range(v):
-      others = rng.choice(np.delete(np.arange(v), (s + 1) % v), spec.branching - 1, replace=False)
-      successors = np.concatenate([[(s + 1) % v], others])
-      self.transitions[s, successors] = rng.dirichlet(np.full(spec.branching, spec.alpha))
-    self._cumulative = np.cumsum(self.transitions, axis=1)
-    eigvals, eigvecs = np.linalg.eig(self.transitions.T)
-    stationary = np.real(eigvecs[:, np.argmin(np.abs(eigvals - 1.0))])
-    self.stationary = stationary / stationary.sum()
+    self.successors, self.probs = _draw_table(spec)
+    self.num_contexts = len(self.probs)
+    self.next_context = ((np.arange(self.num_contexts)[:, None] * spec.vocab + self.successors)
+                         % self.num_contexts)
+    self._cumulative = np.cumsum(self.probs, axis=1)
+    self.stationary = _stationary(self.next_context, self.probs)  # over contexts
+    self._stationary_cdf = np.cumsum(self.stationary)
+
+  @property
+  def transitions(self) -> np.ndarray:
+    """The dense (C, V) table P(next symbol | context); for order 1 the (V, V) matrix."""
+    dense = np.zeros((self.num_contexts, self.spec.vocab))
+    np.put_along_axis(dense, self.successors.astype(np.int64), self.probs, axis=1)
+    return dense
 
   @property
   def entropy_rate(self) -> float:
-    """Nats per token of the stationary chain: sum_s pi(s) H(P(. | s))."""
-    p = self.transitions
-    row_entropy = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=1)
-    return float(self.stationary @ row_entropy)
+    """Nats per token of the stationary chain: sum_c pi(c) H(P(. | c))."""
+    return float(self.stationary @ _entropy(self.probs, axis=1))
 
   @property
   def optimal_loss(self) -> float:
-    """Best achievable mean NLL per target of a document: its first token has the
-    stationary entropy, the other doc_len - 1 the entropy rate."""
-    pi = self.stationary[self.stationary > 0]
-    first = float(-np.sum(pi * np.log(pi)))
-    n = self.spec.doc_len
-    return (first + (n - 1) * self.entropy_rate) / n
+    """Bayes-optimal mean NLL per target of a document (see the module docstring)."""
+    k, n = self.spec.order, self.spec.doc_len
+    return (float(_entropy(self.stationary)) + (n - k) * self.entropy_rate) / n
+
+  def context_of(self, symbols) -> int:
+    """The context index of k symbols, oldest first."""
+    c = 0
+    for s in symbols:
+      c = c * self.spec.vocab + int(s)
+    return c
+
+  def log_probs(self, doc: np.ndarray) -> np.ndarray:
+    """log P(doc[t] | doc[:t]) under the true process, for every t (the Bayes predictor:
+    marginals of pi for the first k tokens, the table after)."""
+    k, v = self.spec.order, self.spec.vocab
+    joint = self.stationary.reshape((v,) * k)
+    out = np.empty(len(doc))
+    for t in range(min(k, len(doc))):  # P(x_t | x_<t) from pi's marginal of k - t.. symbols
+      marginal = joint.sum(axis=tuple(range(t + 1, k)))
+      out[t] = np.log(marginal[tuple(doc[:t + 1])] / marginal[tuple(doc[:t])].sum())
+    for t in range(k, len(doc)):
+      c = self.context_of(doc[t - k:t])
+      out[t] = np.log(self.probs[c][self.successors[c] == doc[t]].sum())
+    return out
 
   def __len__(self) -> int:
     return self._num_docs
 
   def __getitem__(self, index: int) -> np.ndarray:
-    rng = np.random.default_rng([self.spec.seed, self._offset + int(index)])
-    u = rng.random(self.spec.doc_len)
-    tokens = np.empty(self.spec.doc_len, np.int32)
-    state = int(np.searchsorted(np.cumsum(self.stationary), u[0]))
-    tokens[0] = min(state, self.spec.vocab - 1)
-    for t in range(1, self.spec.doc_len):
-      state = int(np.searchsorted(self._cumulative[tokens[t - 1]], u[t]))
-      tokens[t] = min(state, self.spec.vocab - 1)
+    spec = self.spec
+    rng = np.random.default_rng([spec.seed, self._offset + int(index)])
+    u = rng.random(spec.doc_len - spec.order + 1)
+    c = min(int(np.searchsorted(self._stationary_cdf, u[0])), self.num_contexts - 1)
+    tokens = np.empty(spec.doc_len, np.int32)
+    tokens[:spec.order] = np.unravel_index(c, (spec.vocab,) * spec.order)
+    successors, cumulative, next_context = self.successors, self._cumulative, self.next_context
+    for t in range(spec.order, spec.doc_len):
+      j = min(int(np.searchsorted(cumulative[c], u[t - spec.order + 1])), spec.branching - 1)
+      tokens[t] = successors[c, j]
+      c = next_context[c, j]
     return tokens
 
 
 class SyntheticTokenizer:
-  """Token ids are the chain's states; one extra id is end-of-text. A 'byte' is a token."""
+  """Token ids are the chain's symbols; one extra id is end-of-text. A 'byte' is a token."""
 
   def __init__(self, vocab: int):
     self.vocab_size, self.eot_id = vocab + 1, vocab
     self.token_bytes = np.array([1] * vocab + [0], np.int32)
 
   def encode(self, tokens) -> np.ndarray:
-    """State ids; text is read as space-separated ids ('3 17 4'), the format of `decode`."""
+    """Symbol ids; text is read as space-separated ids ('3 17 4'), the format of `decode`."""
     if isinstance(tokens, str):
       try:
         tokens = [int(t) for t in tokens.split()]

@@ -5,6 +5,9 @@
 
 PATH is a sweep workdir (its results table is rebuilt from the trial folders) or a CSV of
 points (a results.csv, or external data such as published (N, D, loss) points).
+`--fix E=1.48` holds Approach 3's E (any of E, A, B, alpha, beta) at a known value.
+Every fit's warnings (parameters at a bound, degenerate exponents, collapsed or huge
+intervals, predictions below the known entropy) go to stderr and into the summary.
 Exit codes: 0 fitted, 2 bad input (path, table, or no approach could be fitted).
 """
 
@@ -31,10 +34,26 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument('--bootstrap', type=int, default=200,
                          help='resamples for the intervals (default 200; 0: none)')
     command.add_argument('--seed', type=int, default=0, help='seed of the resampling')
+    command.add_argument('--fix', action='append', default=[], metavar='NAME=VALUE',
+                         help="hold an Approach 3 parameter fixed, e.g. E=1.48 for data "
+                              "whose entropy is known (repeatable)")
     if name == 'report':
       command.add_argument('--out', type=pathlib.Path,
                            help='report folder (default PATH/report, or CSV_report beside a CSV)')
   return parser
+
+
+def _parse_fix(items: list[str]) -> dict[str, float]:
+  """['E=1.48'] -> {'E': 1.48}; the error names the bad item."""
+  fixed = {}
+  for item in items:
+    name, _, value = item.partition('=')
+    try:
+      fixed[name] = float(value)
+    except ValueError:
+      raise ValueError(f'--fix {item!r}: expected NAME=NUMBER, e.g. E=1.48') from None
+  fit.check_fix(fixed)
+  return fixed
 
 
 def _load(path: pathlib.Path) -> pd.DataFrame:
@@ -53,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   if args.bootstrap < 0:
     parser.error('--bootstrap must be >= 0')
+  try:
+    fix = _parse_fix(args.fix)
+  except ValueError as e:
+    parser.error(str(e))
   if not args.path.exists():
     print(f'llmjax.scaling: {args.path}: no such file or directory', file=sys.stderr)
     return 2
@@ -69,13 +92,15 @@ def main(argv: list[str] | None = None) -> int:
   settings = {'loss': args.loss, 'params': args.params, 'bootstrap': args.bootstrap,
               'seed': args.seed}
   if args.command == 'fit':
-    fits = report.run_fits(pts, bootstrap=args.bootstrap, seed=args.seed)
+    fits = report.run_fits(pts, bootstrap=args.bootstrap, seed=args.seed, fix=fix)
     print(report.summary_markdown(fits, report.default_budgets(pts), settings))
   else:
     out = args.out or _default_out(args.path)
     fits = report.write_report(pts, out, loss=args.loss, params=args.params,
-                               bootstrap=args.bootstrap, seed=args.seed)
+                               bootstrap=args.bootstrap, seed=args.seed, fix=fix)
     print(f'llmjax.scaling: report written to {out}')
+  for name, flag in fits.all_flags():
+    print(f'llmjax.scaling: warning: {name}: {flag.message}', file=sys.stderr)
   if not fits.optimal():
     print('llmjax.scaling: no approach could be fitted:\n' +
           '\n'.join(f'  {k}: {v}' for k, v in fits.skipped.items()), file=sys.stderr)

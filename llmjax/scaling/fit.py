@@ -10,6 +10,9 @@ The three estimates of compute-optimal scaling of Hoffmann et al. (2022, "Chinch
     optimum is closed-form: a = beta / (alpha + beta), b = alpha / (alpha + beta).
 Intervals: refits of points resampled with replacement (within each IsoFLOP group for
 Approach 2), reported as standard errors and 95% percentile intervals.
+Constraints: Approach 3 can hold parameters fixed (`fix={'E': 1.48}`, for data whose
+entropy is known); the others are then fitted given them. Whether a fit should be
+believed is llmjax.scaling.diagnostics' job; its out-of-sample check, holdout's.
 """
 
 import collections
@@ -17,6 +20,7 @@ import dataclasses
 import itertools
 import math
 import os
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -236,11 +240,11 @@ def _huber_lse_many(thetas, log_x, log_y, delta):
   return np.where(r <= delta, 0.5 * r * r, delta * (r - 0.5 * delta)).sum(1)
 
 
-def _minimize(starts, log_x, log_y, delta) -> tuple[np.ndarray, float]:
+def _minimize(starts, log_x, log_y, delta, objective=_huber_lse) -> tuple[np.ndarray, float]:
   """The best (theta, objective) of BFGS runs from each start."""
   best = None
   for start in starts:
-    result = optimize.minimize(_huber_lse, np.asarray(start, float), args=(log_x, log_y, delta),
+    result = optimize.minimize(objective, np.asarray(start, float), args=(log_x, log_y, delta),
                                jac=True, method='BFGS', options=_BFGS)
     if np.all(np.isfinite(result.x)) and (best is None or result.fun < best.fun):
       best = result
@@ -252,7 +256,7 @@ def _minimize(starts, log_x, log_y, delta) -> tuple[np.ndarray, float]:
 # ----------------------------------------------------------------------------- Approach 3
 
 
-_LAW_FIELDS = ('E', 'A', 'B', 'alpha', 'beta')
+LAW_FIELDS = ('E', 'A', 'B', 'alpha', 'beta')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,7 +297,7 @@ class LossLaw:
     return self.predict(self.n_opt(C), self.d_opt(C))
 
   def to_dict(self) -> dict:
-    return {f: float(getattr(self, f)) for f in _LAW_FIELDS}
+    return {f: float(getattr(self, f)) for f in LAW_FIELDS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,6 +325,7 @@ class Approach3:
   n_points: int
   draws: np.ndarray  # (accepted resamples, 5): E, A, B, alpha, beta
   bootstrap: int  # resamples asked for; draws holds those that could be fitted
+  fixed: Mapping[str, float] = dataclasses.field(default_factory=dict)  # held, not fitted
 
   @property
   def draw_laws(self) -> LossLaw:
@@ -330,7 +335,7 @@ class Approach3:
     """The law's parameters and the exponents a, b of N_opt and D_opt."""
     laws = self.draw_laws
     return {name: _estimate(getattr(self.law, name), getattr(laws, name))
-            for name in _LAW_FIELDS + ('a', 'b', 'G')}
+            for name in LAW_FIELDS + ('a', 'b', 'G')}
 
   def at(self, C: float) -> dict[str, Estimate]:
     """Compute-optimal N, D, tokens per parameter and loss at budget C."""
@@ -344,7 +349,7 @@ class Approach3:
   def to_dict(self) -> dict:
     return {'law': self.law.to_dict(),
             'estimates': {k: e.to_dict() for k, e in self.estimates().items()},
-            'objective': self.objective, 'n_points': self.n_points,
+            'objective': self.objective, 'n_points': self.n_points, 'fixed': dict(self.fixed),
             'bootstrap': self.bootstrap, 'bootstrap_fitted': len(self.draws)}
 
 
@@ -354,7 +359,8 @@ def predict(fit: Approach3, N: float, D: float) -> Estimate:
 
 
 def approach3(pts: pd.DataFrame, *, bootstrap: int = 200, seed: int = 0,
-              grid: StartGrid = StartGrid(), delta: float = 1e-3) -> Approach3:
+              grid: StartGrid = StartGrid(), delta: float = 1e-3,
+              fix: Mapping[str, float] | None = None) -> Approach3:
   """Fits L(N, D) = E + A / N^alpha + B / D^beta to `points(...)` (Approach 3).
 
   Args:
@@ -363,28 +369,82 @@ def approach3(pts: pd.DataFrame, *, bootstrap: int = 200, seed: int = 0,
     seed: seed of the resampling.
     grid: starting points of the optimizer.
     delta: Huber threshold on log residuals (1e-3 as in Hoffmann et al.).
+    fix: parameters held at a value instead of fitted, e.g. {'E': 1.48} for data whose
+      entropy is known; the others (and their intervals) are fitted given it.
   """
+  fixed = check_fix(fix or {})
   log_x = np.log(pts[['N', 'D']].to_numpy(float))
   log_y = np.log(pts['loss'].to_numpy(float))
-  _check_approach3(log_x)
-  thetas = grid.thetas()
+  _check_approach3(log_x, len(fixed))
+  objective_fn = _held(fixed)
+  thetas = np.unique(_hold(grid.thetas(), fixed), axis=0)
   scores = np.concatenate([_huber_lse_many(thetas[i:i + 256], log_x, log_y, delta)
                            for i in range(0, len(thetas), 256)])  # bounded memory
   starts = thetas[np.argsort(scores)[:grid.refine]] if grid.refine else thetas
-  theta, objective = _minimize(starts, log_x, log_y, delta)
+  free = [i for i in range(5) if i not in fixed]
+  theta, objective = _minimize(starts[:, free], log_x, log_y, delta, objective_fn)
 
   def refit(rows):  # from the full data's optimum: resamples stay in its basin
-    _check_approach3(log_x[rows])
-    return _law_vector(_minimize([theta], log_x[rows], log_y[rows], delta)[0])
+    _check_approach3(log_x[rows], len(fixed))
+    found = _minimize([theta], log_x[rows], log_y[rows], delta, objective_fn)[0]
+    return _law_vector(_full_theta(found, fixed))
 
   draws = _bootstrap(refit, lambda rng: rng.integers(0, len(log_y), len(log_y)), bootstrap,
                      seed, 5)
-  return Approach3(LossLaw(*_law_vector(theta)), objective, len(log_y), draws, bootstrap)
+  return Approach3(LossLaw(*_law_vector(_full_theta(theta, fixed))), objective, len(log_y),
+                   draws, bootstrap, {LAW_FIELDS[i]: v for i, v in _fixed_values(fixed).items()})
 
 
-def _check_approach3(log_x: np.ndarray) -> None:
+def check_fix(fix: Mapping[str, float]) -> dict[int, float]:
+  """{name: value} -> {theta index: theta value}; errors name the bad parameter."""
+  out = {}
+  for name, value in fix.items():
+    if name not in LAW_FIELDS:
+      raise ValueError(f'cannot fix {name!r}: the parameters are {", ".join(LAW_FIELDS)}')
+    value = float(value)
+    log_scale = name in ('E', 'A', 'B')
+    if not math.isfinite(value) or (log_scale and value <= 0):
+      raise ValueError(f'cannot fix {name}={value}: it must be finite'
+                       + (' and positive' if log_scale else ''))
+    out[LAW_FIELDS.index(name)] = math.log(value) if log_scale else value
+  if len(out) == 5:
+    raise ValueError('every parameter is fixed: nothing to fit')
+  return out
+
+
+def _fixed_values(fixed: dict[int, float]) -> dict[int, float]:
+  return {i: math.exp(v) if i < 3 else v for i, v in fixed.items()}
+
+
+def _hold(thetas: np.ndarray, fixed: dict[int, float]) -> np.ndarray:
+  thetas = thetas.copy()
+  for i, v in fixed.items():
+    thetas[:, i] = v
+  return thetas
+
+
+def _full_theta(free: np.ndarray, fixed: dict[int, float]) -> np.ndarray:
+  theta, it = np.empty(5), iter(free)
+  for i in range(5):
+    theta[i] = fixed[i] if i in fixed else next(it)
+  return theta
+
+
+def _held(fixed: dict[int, float]):
+  """The Huber objective over the free parameters only (gradient restricted to them)."""
+  if not fixed:
+    return _huber_lse
+  free = [i for i in range(5) if i not in fixed]
+
+  def objective(theta, log_x, log_y, delta):
+    value, gradient = _huber_lse(_full_theta(theta, fixed), log_x, log_y, delta)
+    return value, gradient[free]
+  return objective
+
+
+def _check_approach3(log_x: np.ndarray, num_fixed: int = 0) -> None:
   distinct = len(np.unique(log_x, axis=0))
-  _require('Approach 3', 5, distinct, 'points' if distinct == len(log_x) else 'distinct (N, D)')
+  _require('Approach 3', 5 - num_fixed, distinct, 'points' if distinct == len(log_x) else 'distinct (N, D)')
   distinct = [len(np.unique(log_x[:, j])) for j in range(2)]
   if min(distinct) < 2:
     raise ValueError(f'Approach 3 needs at least 2 distinct N and 2 distinct D; got '

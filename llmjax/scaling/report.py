@@ -1,6 +1,8 @@
 """Scaling reports: the fits a results table supports, written as fit.json, summary.md and
-plots (PNG and SVG). Each plot is a function returning its Figure, so a notebook shows one
-with `report.plot_isoflops(pts, fit.approach2(pts))`.
+plots (PNG and SVG), each fit with the warnings of llmjax.scaling.diagnostics and
+Approach 3 with a leave-one-budget-out check (llmjax.scaling.holdout). The plots are
+functions of llmjax.scaling.plots returning a Figure, re-exported here, so a notebook
+shows one with `report.plot_isoflops(pts, fit.approach2(pts))`.
 """
 
 import dataclasses
@@ -8,48 +10,80 @@ import json
 import math
 import pathlib
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib import colors
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
-from llmjax.scaling import fit
+from llmjax.scaling import diagnostics, fit, holdout, kaplan, plots
+from llmjax.scaling.plots import (plot_fitted_vs_observed, plot_holdout, plot_isoflops,  # noqa: F401
+                                  plot_loss_vs_compute, plot_optimal_allocation, plot_residuals,
+                                  plot_single_laws)
 
+# Flags after which Approach 3's law means nothing, so it is not extrapolated either.
+_DEGENERATE = ('E_at_bound', 'alpha_degenerate', 'beta_degenerate')
 PLOTS = ('loss_vs_compute', 'isoflops', 'fitted_vs_observed', 'residuals',
-         'optimal_allocation')
-_COLORS = {'Approach 1': 'tab:blue', 'Approach 2': 'tab:orange', 'Approach 3': 'tab:green'}
+         'optimal_allocation', 'holdout', 'single_laws')
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Fits:
-  """The fits run on one set of points, and why the others were skipped."""
+  """The fits run on one set of points, why the others were skipped, and the checks."""
   points: pd.DataFrame
   approach1: fit.ComputeOptimal | None
   approach2: fit.ComputeOptimal | None
   approach3: fit.Approach3 | None
   skipped: dict[str, str]  # approach -> reason
+  flags: dict[str, list[diagnostics.Flag]] = dataclasses.field(default_factory=dict)
+  held_out: holdout.Holdout | None = None  # Approach 3 refitted without each budget
+  single_laws: dict[str, kaplan.SingleLaw] = dataclasses.field(default_factory=dict)
+  not_checked: dict[str, str] = dataclasses.field(default_factory=dict)  # check -> reason
 
   def optimal(self) -> dict[str, fit.ComputeOptimal | fit.Approach3]:
     found = {'Approach 1': self.approach1, 'Approach 2': self.approach2,
              'Approach 3': self.approach3}
     return {name: f for name, f in found.items() if f is not None}
 
+  def all_flags(self) -> list[tuple[str, diagnostics.Flag]]:
+    return [(name, flag) for name, flags in self.flags.items() for flag in flags]
+
 
 def run_fits(pts: pd.DataFrame, *, bootstrap: int = 200, seed: int = 0,
-             grid: fit.StartGrid = fit.StartGrid()) -> Fits:
-  """Every approach the points support; the others are skipped with the fit's reason."""
+             grid: fit.StartGrid = fit.StartGrid(), fix: dict | None = None,
+             budgets=None, checks: bool = True) -> Fits:
+  """Every approach the points support (the others skipped with the fit's reason), their
+  diagnostics (predictions judged at `budgets`, default_budgets() if None), and with
+  `checks` the leave-one-budget-out check and the single-variable laws."""
   found, skipped = {}, {}
   runs = {'Approach 1': lambda: fit.approach1(pts, bootstrap=bootstrap, seed=seed),
           'Approach 2': lambda: fit.approach2(pts, bootstrap=bootstrap, seed=seed),
-          'Approach 3': lambda: fit.approach3(pts, bootstrap=bootstrap, seed=seed, grid=grid)}
+          'Approach 3': lambda: fit.approach3(pts, bootstrap=bootstrap, seed=seed, grid=grid,
+                                              fix=fix)}
   for name, run in runs.items():
     try:
       found[name] = run()
     except ValueError as e:  # too few or degenerate points for this approach
       skipped[name] = str(e)
+  budgets = list(budgets or default_budgets(pts))
+  flags = {name: (diagnostics.approach3_flags(f, pts, budgets) if name == 'Approach 3'
+                  else diagnostics.compute_optimal_flags(f)) for name, f in found.items()}
+  held, laws, not_checked = None, {}, {}
+  degenerate = [f.code for f in flags.get('Approach 3', []) if f.code in _DEGENERATE]
+  if checks and degenerate:  # its refits would be as degenerate, and slow to run to a bound
+    not_checked['leave-one-budget-out'] = (f'Approach 3\'s fit is degenerate '
+                                           f'({", ".join(degenerate)}): nothing to extrapolate')
+  elif checks and 'Approach 3' in found:
+    try:
+      held = holdout.leave_one_budget_out(pts, bootstrap=min(bootstrap, 100), seed=seed,
+                                          fix=fix, grid=grid)
+    except ValueError as e:
+      not_checked['leave-one-budget-out'] = str(e)
+  elif checks:
+    not_checked['leave-one-budget-out'] = 'no Approach 3 fit to hold budgets out of'
+  if checks:
+    laws, missing = kaplan.single_laws(pts)
+    not_checked.update(missing)
   return Fits(pts, found.get('Approach 1'), found.get('Approach 2'), found.get('Approach 3'),
-              skipped)
+              skipped, flags, held, laws, not_checked)
 
 
 def default_budgets(pts: pd.DataFrame) -> list[float]:
@@ -60,7 +94,8 @@ def default_budgets(pts: pd.DataFrame) -> list[float]:
 
 
 def write_report(table_or_points, out_dir, *, params: str = 'N', loss: str = 'eval_loss',
-                 budgets_to_predict=None, bootstrap: int = 200, seed: int = 0) -> Fits:
+                 budgets_to_predict=None, bootstrap: int = 200, seed: int = 0,
+                 fix: dict | None = None) -> Fits:
   """Fits a results table (or points, or a CSV path) and writes the report folder.
 
   Args:
@@ -69,6 +104,7 @@ def write_report(table_or_points, out_dir, *, params: str = 'N', loss: str = 'ev
     params, loss: the columns to fit (see fit.points), unless given points.
     budgets_to_predict: compute budgets for the N*/D* table; default_budgets() if None.
     bootstrap, seed: resamples for the intervals, and their seed.
+    fix: Approach 3's parameters held fixed, e.g. {'E': 1.48} (see fit.approach3).
   Returns:
     The fits.
   """
@@ -76,7 +112,7 @@ def write_report(table_or_points, out_dir, *, params: str = 'N', loss: str = 'ev
   if not (isinstance(pts, pd.DataFrame) and 'excluded' in pts.attrs):  # not fit.points yet
     pts = fit.points(table_or_points, loss=loss, params=params)
   budgets = list(budgets_to_predict or default_budgets(pts))
-  fits = run_fits(pts, bootstrap=bootstrap, seed=seed)
+  fits = run_fits(pts, bootstrap=bootstrap, seed=seed, fix=fix, budgets=budgets)
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   written = []
@@ -84,7 +120,8 @@ def write_report(table_or_points, out_dir, *, params: str = 'N', loss: str = 'ev
     for suffix in ('png', 'svg'):
       figure.savefig(out / f'{name}.{suffix}', dpi=150)
     written.append(name)
-  settings = {'loss': loss, 'params': params, 'bootstrap': bootstrap, 'seed': seed}
+  settings = {'loss': loss, 'params': params, 'bootstrap': bootstrap, 'seed': seed,
+              'fix': dict(fix or {})}
   (out / 'fit.json').write_text(json.dumps(_plain(_report_dict(fits, budgets, settings)),
                                            indent=2))
   (out / 'summary.md').write_text(summary_markdown(fits, budgets, settings, plots=written))
@@ -93,9 +130,13 @@ def write_report(table_or_points, out_dir, *, params: str = 'N', loss: str = 'ev
 
 def _report_dict(fits: Fits, budgets: list[float], settings: dict) -> dict:
   """fit.json: settings, every fit with its estimates, predictions at the budgets, points."""
-  return {'settings': settings, 'skipped': fits.skipped,
+  return {'settings': settings, 'skipped': fits.skipped, 'not_checked': fits.not_checked,
           'excluded': fits.points.attrs.get('excluded', []),
+          'irreducible_loss': fits.points.attrs.get('irreducible_loss'),
+          'flags': {name: [f.to_dict() for f in flags] for name, flags in fits.flags.items()},
           **{name.lower().replace(' ', ''): f.to_dict() for name, f in fits.optimal().items()},
+          'holdout': fits.held_out.to_dict() if fits.held_out is not None else None,
+          'single_laws': {f'L({k})': law.to_dict() for k, law in fits.single_laws.items()},
           'predictions': [{'approach': name, 'C': c, **{k: e.to_dict() for k, e in
                                                           f.at(c).items()}}
                           for name, f in fits.optimal().items() for c in budgets],
@@ -145,18 +186,44 @@ def _fit_sections(fits: Fits) -> list[str]:
     lines += ['', f'## {name}: {titles[name]}', ''] + _estimates_table(f.estimates())
     lines += ['', f'{len(f.draws)} of {f.bootstrap} bootstrap resamples fitted. '
               'a and b are the exponents of N_opt = k C^a and D_opt = k\' C^b.']
-    if len(f.draws) < 0.8 * f.bootstrap:
-      lines += ['', '**Intervals unreliable**: over 20% of resamples had too few distinct '
-                'points (or compute levels) to fit, so those that fitted are unrepresentative.']
+    if isinstance(f, fit.Approach3) and f.fixed:
+      held = ', '.join(f'{k} = {v:.4g}' for k, v in f.fixed.items())
+      lines += ['', f'Held fixed, not fitted: {held}; the other parameters and their '
+                'intervals are fitted given it.']
     truth = fits.points.attrs.get('irreducible_loss')
-    if isinstance(f, fit.Approach3) and truth is not None:
+    if isinstance(f, fit.Approach3) and truth is not None and 'E' not in f.fixed:
       e = f.estimates()['E']
       inside = 'inside' if e.lo <= truth <= e.hi else 'outside'
       lines += ['', f'The data\'s true irreducible loss (its entropy rate) is {truth:.4g} nats; '
-                f'the fitted E is {_interval(e)}, {inside} the interval.']
+                f'the fitted E is {_interval(e)} ({100 * (e.value / truth - 1):+.1f}%), the '
+                f'truth {inside} the interval.']
+    lines += _flag_lines(fits.flags.get(name, []))
     if isinstance(f, fit.ComputeOptimal):
       lines += ['', 'Points of the power laws:', ''] + _table(f.optima[['C', 'N', 'D', 'loss']])
       lines += [f'- left out budget {e["budget"]:.4g}: {e["reason"]}' for e in f.excluded]
+  return lines
+
+
+def _flag_lines(flags: list[diagnostics.Flag]) -> list[str]:
+  if not flags:
+    return ['', 'No warnings.']
+  return ['', '**Warnings:**', ''] + [f'- {flag.message}' for flag in flags]
+
+
+def _check_sections(fits: Fits) -> list[str]:
+  lines = ['', '## Out of sample: leave one budget out (Approach 3)', '']
+  if fits.held_out is not None:
+    lines += holdout.summary_lines(fits.held_out)
+  else:
+    lines.append(f'Not run: {fits.not_checked.get("leave-one-budget-out", "no fit")}.')
+  lines += ['', '## Single-variable laws (Kaplan et al. 2020 style)', '']
+  for variable, law in fits.single_laws.items():
+    offset = ('' if law.offset is None else
+              f'; with an offset, L = {law.offset.E:.4g} + {law.offset.k:.4g} {variable}^'
+              f'{law.offset.a:.4g}')
+    lines.append(f'- L({variable}) over {len(law.points)} points ({law.note}): '
+                 f'L = {law.pure.k:.4g} {variable}^{law.pure.a:.4g}{offset}.')
+  lines += [f'- {k} not fitted: {v}.' for k, v in fits.not_checked.items() if k.startswith('L(')]
   return lines
 
 
@@ -169,6 +236,9 @@ def summary_markdown(fits: Fits, budgets: list[float], settings: dict,
            f'{len(pts)} finished trials fitted (loss: `{settings["loss"]}`, parameters: '
            f'`{settings["params"]}`), {len(excluded)} excluded; bootstrap '
            f'{settings["bootstrap"]} resamples, seed {settings["seed"]}.']
+  warnings = fits.all_flags()
+  lines += ['', f'**{len(warnings)} warning(s)**' + (': see each approach below.' if warnings
+                                                     else ': none.')]
   lines += _fit_sections(fits)
   lines += ['', '## Compute-optimal allocation (95% intervals)', '',
             '| approach | C | N_opt | D_opt | tokens per parameter | loss |',
@@ -179,6 +249,7 @@ def summary_markdown(fits: Fits, budgets: list[float], settings: dict,
       loss = _interval(at['loss']) if 'loss' in at else '-'
       lines.append(f'| {name} | {c:.3g} | {_interval(at["N_opt"])} | {_interval(at["D_opt"])} '
                    f'| {_interval(at["tokens_per_param"])} | {loss} |')
+  lines += _check_sections(fits)
   if fits.skipped:
     lines += ['', '## Skipped', ''] + [f'- {k}: {v}' for k, v in fits.skipped.items()]
   if excluded:
@@ -189,120 +260,18 @@ def summary_markdown(fits: Fits, budgets: list[float], settings: dict,
   return '\n'.join(lines) + '\n'
 
 
-# ----------------------------------------------------------------------------- plots
-
-
 def figures(fits: Fits) -> dict[str, Figure]:
-  """The plots the fits support, by file name."""
-  out = {'loss_vs_compute': plot_loss_vs_compute(fits.points, fits.approach3)}
-  if fits.approach2 is not None:
-    out['isoflops'] = plot_isoflops(fits.points, fits.approach2)
+  """Every plot of PLOTS, by file name; a panel the fits cannot support says why."""
+  pts, truth = fits.points, fits.points.attrs.get('irreducible_loss')
+  out = {'loss_vs_compute': plot_loss_vs_compute(pts, fits.approach3),
+         'isoflops': plot_isoflops(pts, fits.approach2, fits.skipped.get('Approach 2'))}
   if fits.approach3 is not None:
-    out['fitted_vs_observed'] = plot_fitted_vs_observed(fits.points, fits.approach3)
-    out['residuals'] = plot_residuals(fits.points, fits.approach3)
+    out['fitted_vs_observed'] = plot_fitted_vs_observed(pts, fits.approach3)
+    out['residuals'] = plot_residuals(pts, fits.approach3)
   if fits.optimal():
     out['optimal_allocation'] = plot_optimal_allocation(fits)
+  if fits.held_out is not None:
+    out['holdout'] = plot_holdout(fits.held_out, truth)
+  if fits.single_laws or any(k.startswith('L(') for k in fits.not_checked):
+    out['single_laws'] = plot_single_laws(fits.single_laws, fits.not_checked, truth)
   return out
-
-
-def _compute_grid(ax, pts: pd.DataFrame, beyond: float = 10.0) -> np.ndarray:
-  """C from the sweep's smallest to 10x its largest; a dotted line where it ends."""
-  ax.axvline(pts['C'].max(), color='grey', linestyle=':', linewidth=1)
-  return np.geomspace(pts['C'].min(), pts['C'].max() * beyond, 100)
-
-
-def _band(ax, x, draws: np.ndarray, color) -> None:
-  """The 95% percentile band of bootstrap curves draws (len(x), draws)."""
-  if draws.shape[1] >= 2:
-    lo, hi = np.nanpercentile(draws, [2.5, 97.5], axis=1)
-    ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
-
-
-def plot_loss_vs_compute(pts: pd.DataFrame, approach3: fit.Approach3 | None = None) -> Figure:
-  """Loss against training compute, coloured by N; with Approach 3's compute-optimal
-  frontier (and its bootstrap band) up to 10x the largest C."""
-  fig = Figure(figsize=(6.4, 4.4), layout='constrained')
-  ax = fig.subplots()
-  dots = ax.scatter(pts['C'], pts['loss'], c=pts['N'], norm=colors.LogNorm(), cmap='viridis',
-                    s=24, zorder=3)
-  fig.colorbar(dots, ax=ax, label='N (parameters)')
-  if approach3 is not None:
-    grid = _compute_grid(ax, pts)
-    ax.plot(grid, approach3.law.loss_opt(grid), 'k-', label='Approach 3 compute-optimal')
-    _band(ax, grid, approach3.draw_laws.loss_opt(grid[:, None]), 'k')
-    ax.legend()
-  ax.set(xscale='log', xlabel='C (training FLOPs)', ylabel='loss', title='Loss against compute')
-  return fig
-
-
-def plot_isoflops(pts: pd.DataFrame, approach2: fit.ComputeOptimal) -> Figure:
-  """Loss against N per IsoFLOP budget, with each fitted parabola and its minimum."""
-  fig = Figure(figsize=(6.4, 4.4), layout='constrained')
-  ax = fig.subplots()
-  groups = fit.isoflop_groups(pts)
-  norm = colors.LogNorm(groups.min(), groups.max() * 1.0001)  # a single budget still spans
-  cmap = matplotlib.colormaps['plasma']
-  optima = approach2.optima.set_index('C')
-  for budget, group in pts.groupby(groups.to_numpy()):
-    color = cmap(0.85 * norm(budget))
-    ax.scatter(group['N'], group['loss'], color=color, s=20, label=f'C = {budget:.2g}')
-    if budget in optima.index:
-      best = optima.loc[budget]
-      n = np.geomspace(group['N'].min(), group['N'].max(), 60)
-      ax.plot(n, np.polyval(best[['p2', 'p1', 'p0']].to_numpy(float), np.log(n)), color=color)
-      ax.plot(best['N'], best['loss'], '*', color=color, markersize=12, markeredgecolor='k')
-  ax.set(xscale='log', xlabel='N (parameters)', ylabel='loss', title='IsoFLOP profiles')
-  ax.legend(fontsize='small')
-  return fig
-
-
-def plot_fitted_vs_observed(pts: pd.DataFrame, approach3: fit.Approach3) -> Figure:
-  """Approach 3's predicted loss against the observed loss, with y = x."""
-  fig = Figure(figsize=(4.8, 4.4), layout='constrained')
-  ax = fig.subplots()
-  predicted = approach3.law.predict(pts['N'].to_numpy(float), pts['D'].to_numpy(float))
-  ax.scatter(pts['loss'], predicted, c=pts['N'], norm=colors.LogNorm(), cmap='viridis', s=20)
-  ends = [min(pts['loss'].min(), predicted.min()), max(pts['loss'].max(), predicted.max())]
-  ax.plot(ends, ends, 'k--', linewidth=1, label='y = x')
-  ax.set(xlabel='observed loss', ylabel='fitted loss (Approach 3)', title='Fitted against observed')
-  ax.legend()
-  return fig
-
-
-def plot_residuals(pts: pd.DataFrame, approach3: fit.Approach3) -> Figure:
-  """log(observed / fitted) against N and against D: structure here means the law misses."""
-  fig = Figure(figsize=(8.8, 3.6), layout='constrained')
-  axes = fig.subplots(1, 2, sharey=True)
-  n, d = pts['N'].to_numpy(float), pts['D'].to_numpy(float)
-  residual = np.log(pts['loss'].to_numpy(float) / approach3.law.predict(n, d))
-  for ax, x, label in zip(axes, (n, d), ('N (parameters)', 'D (tokens)')):
-    ax.scatter(x, residual, s=20)
-    ax.axhline(0.0, color='k', linewidth=1)
-    ax.set(xscale='log', xlabel=label)
-  axes[0].set(ylabel='log(observed / fitted)')
-  fig.suptitle('Residuals of Approach 3')
-  return fig
-
-
-def plot_optimal_allocation(fits: Fits) -> Figure:
-  """N_opt(C) and D_opt(C) of each approach: power laws, bootstrap bands and the points
-  Approaches 1 and 2 fitted (envelope points, IsoFLOP minima)."""
-  fig = Figure(figsize=(8.8, 3.8), layout='constrained')
-  axes = fig.subplots(1, 2)
-  for name, f in fits.optimal().items():
-    color = _COLORS[name]
-    if isinstance(f, fit.Approach3):
-      curves = (f.law.n_opt, f.law.d_opt), (f.draw_laws.n_opt, f.draw_laws.d_opt)
-    else:
-      curves = (f.n_opt.predict, f.d_opt.predict), tuple(law.predict for law in f.draw_laws)
-      axes[0].scatter(f.optima['C'], f.optima['N'], color=color, s=16)
-      axes[1].scatter(f.optima['C'], f.optima['D'], color=color, s=16)
-    for ax, curve, draws in zip(axes, *curves):
-      grid = _compute_grid(ax, fits.points)
-      ax.plot(grid, curve(grid), color=color, label=name)
-      _band(ax, grid, draws(grid[:, None]), color)
-  axes[0].set(xscale='log', yscale='log', xlabel='C (training FLOPs)', ylabel='N_opt')
-  axes[1].set(xscale='log', yscale='log', xlabel='C (training FLOPs)', ylabel='D_opt (tokens)')
-  axes[0].legend()
-  fig.suptitle('Compute-optimal allocation (bands: 95% bootstrap)')
-  return fig
