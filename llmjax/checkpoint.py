@@ -86,9 +86,7 @@ class Checkpointer:
       keep.append(checkpoint_managers.EveryNSteps(cfg.keep_every))
     options = ocp.CheckpointManagerOptions(
         preservation_policy=checkpoint_managers.AnyPreservationPolicy(keep),
-        enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True,
-        # Hash a save as soon as orbax has finalized it, on orbax's own thread.
-        async_options=ocp.AsyncOptions(post_finalization_callback=self._record_checksums))
+        enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=('state', 'data', 'config'))
     self._checksums = self.workdir / 'checkpoint_checksums'
@@ -97,6 +95,15 @@ class Checkpointer:
     self._in_flight: int | None = None  # the step orbax may still be writing
     self.failed_saves: list[str] = []
     self._last_save_time = time.monotonic()
+    self._stop = threading.Event()
+    if cfg.checksums and jax.process_index() == 0:
+      # Hashes each save as soon as orbax has finalized it (renamed its folder into
+      # place), so a crash right after a save leaves it verifiable.
+      threading.Thread(target=self._hash_finalized, daemon=True).start()
+
+  def _hash_finalized(self) -> None:
+    while not self._stop.wait(0.2):
+      self._record_checksums()
 
   def due(self, step: int, total_steps: int) -> bool:
     """Whether the policy asks for a save after `step`."""
@@ -115,6 +122,7 @@ class Checkpointer:
     """Starts an asynchronous save; returns the seconds the caller was blocked."""
     start = time.perf_counter()
     self._surface_background_error()
+    self._forget_deleted()
     try:
       with self._lock:
         self._unrecorded.append(step)
@@ -130,6 +138,8 @@ class Checkpointer:
     return time.perf_counter() - start
 
   def _failed(self, step: int | None, error: Exception) -> None:
+    if any(repr(error) in seen for seen in self.failed_saves):
+      return  # orbax raises a background error again at each later wait
     message = f'checkpoint save at step {step} to {self.directory} failed: {error!r}'
     self.failed_saves.append(message)
     print(f'llmjax: {message}; training goes on, older checkpoints are kept', file=sys.stderr)
@@ -152,27 +162,34 @@ class Checkpointer:
       self._failed(self._in_flight, e)
     self._in_flight = None
     self._record_checksums()
+    self._forget_deleted()
 
   def close(self) -> None:
     self.wait()
+    self._stop.set()
     try:
       self.manager.close()
     except Exception as e:  # noqa: BLE001
       self._failed(None, e)
 
   def _record_checksums(self) -> None:
-    """Hashes the files of finalized saves and forgets the hashes of steps the keep
-    policy deleted. Runs on orbax's thread after each save, and at wait()."""
+    """Hashes the files of finalized saves (on the hashing thread, and at wait())."""
     if not self.cfg.checksums or jax.process_index() != 0:
       return
     with self._lock:
-      self._checksums.mkdir(exist_ok=True)
       for step in list(self._unrecorded):
         if (self.directory / str(step)).is_dir():  # finalized: orbax renamed it in place
+          self._checksums.mkdir(exist_ok=True)
           record = self._checksums / f'{step}.json'
           record.write_text(json.dumps(_file_hashes(self.directory / str(step)), indent=1))
           self._unrecorded.remove(step)
-      kept = {p.name for p in self.directory.glob('[0-9]*') if p.name.isdigit()}
+
+  def _forget_deleted(self) -> None:
+    """Drops the hashes of steps the keep policy has deleted."""
+    if jax.process_index() != 0 or not self._checksums.is_dir():
+      return
+    kept = {p.name for p in self.directory.glob('[0-9]*') if p.name.isdigit()}
+    with self._lock:
       for record in self._checksums.glob('*.json'):
         if record.stem not in kept and int(record.stem) not in self._unrecorded:
           record.unlink()

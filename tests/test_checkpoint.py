@@ -78,7 +78,8 @@ def test_preemption_signal_saves_exits_cleanly_and_resumes(tmp_path, sig):
   assert 'preempted' in out
   saved = _checkpoint_steps(workdir)
   assert saved and saved[-1] >= 5
-  resumed = _run(workdir, f'--config.train.steps={saved[-1] + 3}',
+  assert saved[-1] in _losses(workdir)  # the saved step's metrics record is not lost
+  resumed = _run(workdir, f'--config.train.steps={saved[-1] + 3}', '--allow_changes=train.steps',
                  '--config.checkpoint.keep_log_spaced=False')
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert f'resuming from {workdir.resolve()}/checkpoints/{saved[-1]}' in resumed.stdout
@@ -150,10 +151,15 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, damage, 
   assert sorted(p.stem for p in (workdir / 'checkpoint_checksums').glob('*.json')) == sorted(
       str(s) for s in _checkpoint_steps(workdir))
   damage(workdir / 'checkpoints' / '20' / 'state')
-  again = _run(workdir, '--config.train.steps=22')
+  again = _run(workdir, '--config.train.steps=24', '--allow_changes=train.steps',
+               '--config.checkpoint.every_steps=4')
   assert again.returncode == 0, again.stderr[-2000:]
   assert message in again.stderr
   assert f'resuming from {workdir.resolve()}/checkpoints/16' in again.stdout
+  # The bad step is kept aside with its reason, and step 20 is trained and saved again.
+  assert (workdir / 'unusable_checkpoints' / '20' / 'state').is_dir()
+  assert (workdir / 'unusable_checkpoints' / '20.reason.txt').read_text().strip()
+  assert _checkpoint_steps(workdir)[-2:] == [20, 24]
 
 
 def test_nan_halts_without_saving_it(tmp_path):
