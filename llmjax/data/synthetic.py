@@ -160,9 +160,11 @@ class MarkovSource:
     for t in range(min(k, len(doc))):  # P(x_t | x_<t) from pi's marginal of k - t.. symbols
       marginal = joint.sum(axis=tuple(range(t + 1, k)))
       out[t] = np.log(marginal[tuple(doc[:t + 1])] / marginal[tuple(doc[:t])].sum())
-    for t in range(k, len(doc)):
-      c = self.context_of(doc[t - k:t])
-      out[t] = np.log(self.probs[c][self.successors[c] == doc[t]].sum())
+    if len(doc) > k:
+      windows = np.lib.stride_tricks.sliding_window_view(np.asarray(doc, np.int64), k)[:-1]
+      c = windows @ (v ** np.arange(k - 1, -1, -1))  # (T - k,) context of each later token
+      hit = self.successors[c] == np.asarray(doc[k:])[:, None]
+      out[k:] = np.log(np.sum(self.probs[c] * hit, axis=1))
     return out
 
   def __len__(self) -> int:
