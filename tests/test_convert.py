@@ -308,3 +308,46 @@ def test_export_refuses_a_non_empty_folder(tmp_path):
   hf.save_hf(model, tmp_path / 'out', overwrite=True)
   assert (tmp_path / 'out' / 'notes.txt').read_text() == 'mine'
   assert (tmp_path / 'out' / 'model.safetensors').is_file()
+
+
+def _perturbed_model(cfg: ModelConfig) -> Transformer:
+  """A model of `cfg` at its own init (logits O(1), where 1e-4 is a tight bound), every
+  parameter perturbed so that norms and biases are not 1 and 0."""
+  graphdef, state = nnx.split(Transformer(cfg, nnx.Rngs(0)))
+  rng = np.random.default_rng(1)
+  return nnx.merge(graphdef, jax.tree.map(
+      lambda x: x + jax.numpy.asarray(0.05 * rng.normal(size=x.shape), x.dtype), state))
+
+
+@pytest.mark.parametrize('cfg', [
+    dataclasses.replace(LLAMA_LIKE, num_kv_heads=2, tie_embeddings=False),
+    dataclasses.replace(LLAMA_LIKE, num_kv_heads=2, tie_embeddings=True),
+    dataclasses.replace(GPT2_LIKE, tie_embeddings=True),
+], ids=['llama-untied', 'llama-tied', 'gpt2-tied'])
+@pytest.mark.parametrize('parametrization', ['mup', 'completep'])
+def test_a_mup_model_exports_with_its_multipliers_folded(tmp_path, cfg, parametrization):
+  # Twice the base width (and, for completep, 3 layers over a base depth of 1), every
+  # multiplier away from 1: each must reach the exported weights exactly once.
+  cfg = dataclasses.replace(cfg, parametrization=parametrization,
+                            mup_base_width=cfg.d_model // 2, mup_input_mult=1.7,
+                            mup_output_mult=3.0, mup_attn_mult=0.6,
+                            mup_base_depth=1 if parametrization == 'completep' else 0)
+  model = _perturbed_model(cfg)
+  tokens = jax.numpy.asarray(TOKENS[:, :12])
+  expected = np.asarray(model(tokens))
+  sp_logits = np.asarray(_perturbed_model(dataclasses.replace(
+      cfg, parametrization='sp', mup_base_width=0, mup_input_mult=1.0, mup_output_mult=1.0,
+      mup_attn_mult=1.0, mup_base_depth=0))(tokens))
+  assert np.abs(expected - sp_logits).max() > 1e-2  # the multipliers matter here
+  out = hf.save_hf(model, tmp_path / 'exported')
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+  np.testing.assert_allclose(_hf_logits(reloaded, TOKENS[:, :12]), expected, atol=1e-4)
+
+
+def test_a_multiplier_that_cannot_be_folded_is_named(tmp_path):
+  cfg = dataclasses.replace(LLAMA_LIKE, parametrization='mup', mup_base_width=24, qk_norm=True,
+                            num_kv_heads=2)
+  model = nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))
+  with pytest.raises(hf_config.ConversionError, match='qk_norm would undo it'):
+    hf.save_hf(model, tmp_path / 'out')
+  assert not (tmp_path / 'out').exists()

@@ -11,7 +11,7 @@ from flax import nnx
 
 from llmjax import optim
 from llmjax.model import parametrization as pz
-from llmjax.model.transformer import Transformer
+from llmjax.model.transformer import Transformer, parametrization_rules, pz_path
 
 
 def _lr(cfg, total, step):
@@ -90,3 +90,59 @@ def test_clipping_bounds_the_update(tiny_cfg):
   assert optax.global_norm(clipped) == pytest.approx(1e-3, rel=1e-4)
   updates, _ = tx.update(huge, tx.init(params), params)
   assert np.isfinite(float(optax.global_norm(updates)))
+
+
+def _flat(state) -> dict:
+  leaves, _ = jax.tree_util.tree_flatten_with_path(
+      state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  return {pz_path(p): np.asarray(v[...]) for p, v in leaves}
+
+
+def _wide_mup(tiny_cfg, **fields):
+  """Twice the base width: hidden LR multipliers 1/2."""
+  return dataclasses.replace(tiny_cfg, d_model=64, num_heads=8, num_kv_heads=4, mlp_dim=128,
+                             parametrization='mup', mup_base_width=32, **fields)
+
+
+@pytest.mark.parametrize('mode', ['coupled', 'independent'])
+def test_decay_step_follows_the_chain_order(tiny_cfg, mode):
+  # Zero gradients: Adam's direction is 0, so the update is the decay step alone.
+  model_cfg = _wide_mup(tiny_cfg)
+  params = nnx.state(Transformer(model_cfg, nnx.Rngs(0)), nnx.Param)
+  lr, wd = 0.1, 0.5
+  cfg = optim.OptimConfig(lr=lr, warmup_steps=0, weight_decay=wd, schedule='constant',
+                          weight_decay_mode=mode)
+  tx, _ = optim.make(cfg, model_cfg, total_steps=10)
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  update, p = _flat(updates), _flat(params)
+  hidden_lr_mult = 32 / 64
+  # coupled: lr_t * lr_mult * wd * p (the multiplier comes after adamw's decay);
+  # independent: lr_t * wd * p (the decay comes after the multiplier).
+  factor = hidden_lr_mult if mode == 'coupled' else 1.0
+  np.testing.assert_allclose(update['blocks/attn/wq'], -lr * factor * wd * p['blocks/attn/wq'],
+                             rtol=1e-6)
+  assert not update['blocks/attn_norm/scale'].any()  # norms are not decayed in either mode
+
+
+def test_auto_decay_mode_is_coupled_for_sp_and_independent_for_mup(tiny_cfg):
+  cfg = optim.OptimConfig()
+  assert optim.decay_mode(cfg, tiny_cfg) == 'coupled'
+  assert optim.decay_mode(cfg, _wide_mup(tiny_cfg)) == 'independent'
+
+
+def test_completep_epsilon_is_adams_epsilon_times_the_tensors_multiplier(tiny_cfg):
+  model_cfg = dataclasses.replace(_wide_mup(tiny_cfg, mup_base_depth=1), num_layers=4,
+                                  parametrization='completep', tie_embeddings=False)
+  params = nnx.state(Transformer(model_cfg, nnx.Rngs(0)), nnx.Param)
+  eps = 1e-3  # large, so that a wrong epsilon shows
+  cfg = optim.OptimConfig(lr=1.0, warmup_steps=0, weight_decay=0.0, schedule='constant',
+                          eps=eps, clip_norm=0.0)
+  tx, _ = optim.make(cfg, model_cfg, total_steps=10)
+  grads = jax.tree.map(lambda x: 1e-3 * jnp.sin(jnp.arange(x.size).reshape(x.shape)), params)
+  updates = _flat(tx.update(grads, tx.init(params), params)[0])
+  g = _flat(grads)
+  for path, multiplier in (('blocks/attn/wq', 0.5 * 4**-1), ('unembed', 0.5)):
+    lr_mult = parametrization_rules(model_cfg)[path].lr
+    reference = optax.scale_by_adam(eps=eps * multiplier)
+    expected = reference.update(g[path], reference.init(g[path]))[0]
+    np.testing.assert_allclose(updates[path], -lr_mult * expected, rtol=1e-5)

@@ -23,7 +23,7 @@ from llmjax.scaling import sweep
 BASE_WIDTH = 32  # muP base: the smallest width, where mup equals sp
 VARIANTS = {
     # widths, log2 learning rates, depth, steps, batch, sequence length
-    'cpu': dict(widths=(32, 64, 128), log2_lrs=range(-10, -4), depth=2, steps=150,
+    'cpu': dict(widths=(32, 128), log2_lrs=range(-10, -4), depth=2, steps=150,
                 batch=16, seq_len=64),
     'tiny': dict(widths=(32, 64), log2_lrs=(-8, -6), depth=1, steps=4, batch=4, seq_len=32),
     'gpu': dict(widths=(256, 512, 1024, 2048), log2_lrs=range(-12, -4), depth=4, steps=2000,

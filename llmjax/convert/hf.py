@@ -215,6 +215,9 @@ def check_export(cfg: ModelConfig, out_dir, overwrite: bool = False,
   """Raises unless a model of `cfg` can be written to `out_dir` (see `save_hf`)."""
   if dtype not in DTYPES:
     raise ValueError(f'dtype {dtype!r}; choose one of {", ".join(DTYPES)}')
+  problems = hf_weights.fold_problems(cfg)  # first: more specific than what HF lacks
+  if problems:
+    raise ConversionError('cannot fold into Hugging Face weights: ' + '; '.join(problems))
   config_to_hf(cfg, dtype)
   out = pathlib.Path(out_dir)
   if out.exists() and any(out.iterdir()) and not overwrite:
@@ -233,7 +236,9 @@ def save_hf(model: Transformer, out_dir, tokenizer_dir=None, overwrite: bool = F
     overwrite: replace the files of a non-empty `out_dir`.
     dtype: dtype of the written tensors: float32 (default) or bfloat16.
   Returns:
-    The folder written. Raises ConversionError for a model HF cannot express,
+    The folder written; a mup/completep model's forward multipliers folded into its
+    weights (`hf_weights.fold_multipliers`). Raises ConversionError for a model HF cannot
+    express (or a multiplier that cannot be folded),
     FileExistsError for a non-empty `out_dir`, both before writing anything.
   """
   cfg, out = model.cfg, pathlib.Path(out_dir)
@@ -247,6 +252,8 @@ def save_hf(model: Transformer, out_dir, tokenizer_dir=None, overwrite: bool = F
     for stale in [*out.glob('*.safetensors'), out / INDEX]:  # never mix in old shards
       stale.unlink(missing_ok=True)
   params = jax.device_get(nnx.state(model, nnx.Param).to_pure_dict())
+  # muP's forward multipliers go into the weights: transformers computes sp only.
+  params = hf_weights.fold_multipliers(cfg, params)
   tensors = {name: array.astype(jnp.dtype(dtype))
              for name, array in hf_weights.to_hf(cfg, params).items()}
   out.mkdir(parents=True, exist_ok=True)

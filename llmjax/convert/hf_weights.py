@@ -19,7 +19,8 @@ from collections.abc import Callable
 import jax.numpy as jnp
 import numpy as np
 
-from llmjax.convert.hf_config import family
+from llmjax.convert.hf_config import ConversionError, family
+from llmjax.model import parametrization as pz
 from llmjax.model.config import ModelConfig
 
 Path = tuple[str, ...]  # keys of one parameter in llmjax's nested parameter dict
@@ -171,3 +172,59 @@ def to_hf(cfg: ModelConfig, params: dict) -> dict[str, np.ndarray]:
       layer = [v[i] for v in values] if '{i}' in t.name else values
       out[name] = np.ascontiguousarray(t.to_hf(*layer))
   return out
+
+
+def fold_problems(cfg: ModelConfig) -> list[str]:
+  """The forward multipliers of `cfg` that no weight of an sp model can absorb."""
+  if cfg.qk_norm and pz.attention_scale(cfg) is not None:
+    return [f'the attention-score multiplier {pz.attention_scale(cfg):.4g} (model.parametri'
+            f'zation={cfg.parametrization!r}): qk_norm would undo it in the query projection']
+  return []
+
+
+def fold_multipliers(cfg: ModelConfig, params: dict) -> dict:
+  """The parameters of an sp model that computes what `cfg` (mup, completep) computes:
+  the attention multiplier goes into the query projection (rope and the dot product are
+  linear in q), each branch multiplier into its output projection, the input multiplier
+  into the embedding tables and the logit multiplier into the untied head, or into the
+  final norm when the head is the (already scaled) embedding. sp returns `params` as is."""
+  if pz.is_sp(cfg):
+    return params
+  problems = fold_problems(cfg)
+  if problems:
+    raise ConversionError('cannot fold into Hugging Face weights: ' + '; '.join(problems))
+  params = _copy_tree(params)
+
+  def scale(path: Path, factor: float):
+    if factor != 1.0 and _has(params, path):
+      _set(params, path, (np.asarray(_get(params, path), np.float32) * factor).astype(
+          np.asarray(_get(params, path)).dtype))
+
+  attn = pz.attention_scale(cfg)
+  q_factor = 1.0 if attn is None else attn * cfg.head_dim**0.5  # HF divides by sqrt(H)
+  for name in ('wq', 'bq'):
+    scale(('blocks', 'attn', name), q_factor)
+  for path in (('blocks', 'attn', 'wo'), ('blocks', 'attn', 'bo'), ('blocks', 'mlp', 'w_out'),
+               ('blocks', 'mlp', 'b_out')):
+    scale(path, pz.branch_multiplier(cfg))
+  inputs = pz.input_multiplier(cfg)
+  scale(('embed', 'embedding'), inputs)
+  scale(('pos_embedding',), inputs)
+  if cfg.tie_embeddings:  # logits = c n(x) E^T = (c / a) n(x) (a E)^T
+    for name in ('scale', 'bias'):
+      scale(('final_norm', name), pz.logit_multiplier(cfg) / inputs)
+  else:
+    scale(('unembed',), pz.logit_multiplier(cfg))
+  return params
+
+
+def _copy_tree(tree):
+  return {k: _copy_tree(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
+
+
+def _has(tree: dict, path: Path) -> bool:
+  for key in path:
+    if not isinstance(tree, dict) or key not in tree:
+      return False
+    tree = tree[key]
+  return True
