@@ -1,8 +1,8 @@
 """What a model computes on given tokens: the residual stream after every block, attention
 patterns, the logit lens, and per-token losses broken down by position and token class.
 
-`trace` runs the model's own layers one by one (its embedding, each stacked block's norms,
-projections, attention function and MLP, its final norm and head), recording what passes
+`trace` runs the model's own layers one by one (its embedding, each stacked block's
+attention and MLP branches, its final norm and head), recording what passes
 between them, so its logits are the model's; the tests pin that. Layer numbering of the
 residual stream, as in the logit lens: 0 is the embeddings, l the output of block l.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from flax import nnx
 
-from llmjax.model.attention import attention_mask, dot_product_attention
+from llmjax.model.attention import attention_mask
 from llmjax.model.transformer import Transformer
 
 
@@ -30,17 +30,6 @@ class Trace:
   logits: jax.Array  # B T V float32
 
 
-def attention_probs(q: jax.Array, k: jax.Array, mask: jax.Array) -> jax.Array:
-  """q BTNH, k BSKH, mask B1TS -> probabilities BNTS (float32), as einsum_attention forms
-  them: query head n reads kv head n // G."""
-  b, t, n, h = q.shape
-  kv = k.shape[2]
-  q = q.reshape(b, t, kv, n // kv, h)
-  scores = jnp.einsum('BTKGH,BSKH->BKGTS', q, k, preferred_element_type=jnp.float32)
-  scores = jnp.where(mask[:, :, None], scores * h**-0.5, jnp.finfo(jnp.float32).min)
-  return jax.nn.softmax(scores, axis=-1).reshape(b, n, t, k.shape[1])
-
-
 @functools.partial(jax.jit, static_argnames='graphdef')
 def _trace(graphdef, params, tokens, positions, segment_ids) -> Trace:
   model = nnx.merge(graphdef, params)
@@ -50,14 +39,13 @@ def _trace(graphdef, params, tokens, positions, segment_ids) -> Trace:
   residuals, mids, probs = [x], [], []
   for layer in range(model.cfg.num_layers):
     block = nnx.merge(block_graph, jax.tree.map(lambda a, i=layer: a[i], stacked))
-    # The block's own projection and output (private to attention.py), so that the
-    # trace cannot drift from the model: the tests compare it with model(tokens).
-    q, k, v = block.attn._project(block.attn_norm(x), positions)
-    out = dot_product_attention(q, k, v, mask, model.cfg.attention_impl)
-    x = x + block.attn._output(out)
+    # The block's own public steps, the ones its __call__ makes, so the trace cannot
+    # drift from the model (parametrization multipliers included): the tests compare it
+    # with model(tokens).
+    probs.append(block.attn.probs(block.attn_norm(x), positions, mask))
+    x = block.attend(x, positions, mask)
     mids.append(x)
-    probs.append(attention_probs(q, k, mask))
-    x = x + block.mlp(block.mlp_norm(x))
+    x = block.feed_forward(x)
     residuals.append(x)
   return Trace(residuals=jnp.stack(residuals), mid=jnp.stack(mids),
                attention=jnp.stack(probs), logits=model.logits(x))
