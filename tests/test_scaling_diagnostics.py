@@ -1,6 +1,10 @@
 """Fits that say when not to believe them: flags, fixed parameters, held-out budgets,
 single-variable laws, and the figures' labels."""
 
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +15,7 @@ from llmjax.scaling import diagnostics, fit, holdout, kaplan, plots, report
 
 from test_scaling_fit import TRUE, grid_table, isoflop_table
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 FAST = fit.StartGrid(refine=4)  # the planted laws here are found from the best 4 starts
 
 
@@ -126,6 +131,7 @@ def test_report_figures_have_units_legends_and_the_entropy_line():
   for ax in figures['optimal_allocation'].axes:  # no labels at minor ticks
     assert isinstance(ax.xaxis.get_minor_formatter(), ticker.NullFormatter)
   assert plots._tick_label(3e9) == '$3{\\times}10^{9}$' and plots._tick_label(1e12) == '$10^{12}$'
+  assert plots._tick_label(4.75) == '4.75'  # not 4.75x10^0
 
 
 def test_cli_fix_and_warnings(tmp_path, capsys):
@@ -151,3 +157,30 @@ def test_a_degenerate_fit_is_not_extrapolated():
   fits = report.run_fits(fit.points(flat_table()), bootstrap=0, grid=FAST)
   assert fits.held_out is None
   assert 'degenerate (E_at_bound' in fits.not_checked['leave-one-budget-out']
+
+
+_AT_BOUND = {'E_at_bound', 'alpha_degenerate', 'beta_degenerate', 'alpha_past_grid',
+             'beta_past_grid', 'A_past_grid', 'B_past_grid'}
+
+
+@pytest.mark.slow
+def test_tiny_synthetic_sweep_end_to_end_flags(tmp_path):
+  """The CI sweep: 6 points cannot place the floor, and the report says so; with E fixed
+  at the data's entropy no parameter sits at a bound and the flags name what is left."""
+  workdir = tmp_path / 'sweep'
+  spec = f'{ROOT / "experiments/scaling/synthetic_entropy.py"}:tiny'
+  run = subprocess.run([sys.executable, '-m', 'llmjax.sweep', f'--config={spec}',
+                        f'--workdir={workdir}'], capture_output=True, text=True, timeout=1200)
+  assert run.returncode == 0, run.stderr[-3000:]
+  table = pd.read_csv(workdir / 'results.csv')
+  truth = float(table['data_optimal_loss'].iloc[0])
+  assert (table['eval_loss'] > truth).all()
+  free = report.write_report(table, tmp_path / 'free', bootstrap=20)
+  flagged = {f.code for _, f in free.all_flags()}
+  assert flagged & _AT_BOUND or 'truth_outside_interval' in flagged, flagged
+  summary = (tmp_path / 'free' / 'summary.md').read_text()
+  assert '**Warnings:**' in summary and 'Not run: no budget could be held out' in summary
+  fixed = report.write_report(table, tmp_path / 'fixed', bootstrap=20, fix={'E': truth})
+  codes = {f.code for f in fixed.flags['Approach 3']}
+  assert not codes & _AT_BOUND, codes
+  assert any(c.endswith('_interval_wide') or c == 'bootstrap_unfitted' for c in codes), codes

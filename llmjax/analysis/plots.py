@@ -14,6 +14,14 @@ from matplotlib.figure import Figure
 
 from llmjax.analysis import weights as weights_lib
 from llmjax.analysis.runs import Run, Sweep
+from llmjax.scaling.plots import log_axis
+
+# Axis labels with units for the metric names of metrics.jsonl.
+_LABELS = {'loss': 'train loss (nats/token)', 'eval/loss': 'eval loss (nats/token)',
+           'eval/bits_per_byte': 'eval bits/byte', 'tokens': 'tokens', 'flops': 'training FLOPs',
+           'lr': 'learning rate', 'tokens_per_s': 'throughput (tokens/s)'}
+# Token labels on heatmaps: readable when printed at a column's width.
+_TOKEN_FONT = 8
 
 
 def _figure(panels: int = 1, width: float = 5.0, height: float = 3.5, cols: int = 3):
@@ -64,8 +72,11 @@ def curves(source: Run | Sweep | pd.DataFrame, keys: Sequence[str] = ('loss', 'e
       rows = rows[[x, key]].dropna()
       y = rows[key].rolling(smooth, min_periods=1).mean() if smooth > 1 else rows[key]
       ax.plot(rows[x], y, color=colour, label=label, marker='.' if len(rows) < 30 else None)
-    ax.set(xlabel=x, ylabel=key, xscale='log' if logx else 'linear',
-           yscale='log' if logy else 'linear')
+    ax.set(xlabel=_LABELS.get(x, x), ylabel=_LABELS.get(key, key),
+           xscale='log' if logx else 'linear', yscale='log' if logy else 'linear')
+    for which, on in (('x', logx), ('y', logy)):
+      if on:
+        log_axis(ax, which)
     ax.grid(alpha=0.3)
   if hue:
     axes[0].legend(fontsize='small')
@@ -111,6 +122,8 @@ def spectrum(models, kind: str, layer: int = -1):
     ax.plot(np.arange(1, len(values) + 1), values, color=colour, label=str(label))
   ax.set(xscale='log', yscale='log', xlabel='index', ylabel='singular value',
          title=f'{kind}' + (f', layer {layer}' if layer >= 0 else ''))
+  log_axis(ax, 'x')
+  log_axis(ax, 'y')
   ax.legend(fontsize='small')
   ax.grid(alpha=0.3)
   return fig
@@ -121,14 +134,18 @@ def attention(trace, layer: int, row: int = 0, labels: Sequence[str] | None = No
   """Attention pattern of every head of one layer (queries down, keys across) on the
   first `max_tokens` tokens of batch row `row`; `labels` names the tokens."""
   probs = np.asarray(trace.attention[layer, row, :, :max_tokens, :max_tokens])
-  fig, axes = _figure(probs.shape[0], width=3.6, height=3.4, cols=4)
+  side = 3.4 if labels is None else max(3.4, 1.2 + 0.14 * probs.shape[-1])  # 8pt per token
+  fig, axes = _figure(probs.shape[0], width=side, height=side,
+                      cols=4 if labels is None else 2)
   for head, ax in enumerate(axes):
-    ax.imshow(probs[head], cmap='Blues', vmin=0.0, vmax=1.0)
+    image = ax.imshow(probs[head], cmap='Blues', vmin=0.0, vmax=1.0)
     ax.set_title(f'layer {layer} head {head}', fontsize='small')
+    ax.set(xlabel='key token', ylabel='query token')
     if labels is not None:
       shown = [_printable(t) for t in labels[:probs.shape[-1]]]
-      ax.set_xticks(range(len(shown)), shown, rotation=90, fontsize=5)
-      ax.set_yticks(range(len(shown)), shown, fontsize=5)
+      ax.set_xticks(range(len(shown)), shown, rotation=90, fontsize=_TOKEN_FONT)
+      ax.set_yticks(range(len(shown)), shown, fontsize=_TOKEN_FONT)
+  fig.colorbar(image, ax=list(axes), label='attention probability', shrink=0.8)
   return fig
 
 
@@ -155,7 +172,7 @@ def logit_lens(table: pd.DataFrame, row: int = 0, value: str = 'loss',
   of the target, rank, top_prob or entropy); `labels` names the target tokens."""
   rows = table[(table['row'] == row) & (table['index'] < max_tokens)]
   grid = rows.pivot(index='layer', columns='index', values=value)
-  fig, (ax,) = _figure(width=min(2.0 + 0.3 * grid.shape[1], 16.0),
+  fig, (ax,) = _figure(width=min(2.5 + 0.16 * grid.shape[1] * (2 if labels else 1), 16.0),
                        height=1.5 + 0.4 * grid.shape[0])
   image = ax.imshow(grid.to_numpy(), cmap='magma_r' if value != 'top_prob' else 'magma',
                     aspect='auto', interpolation='nearest')
@@ -163,8 +180,9 @@ def logit_lens(table: pd.DataFrame, row: int = 0, value: str = 'loss',
          yticks=range(grid.shape[0]))
   if labels is not None:
     shown = [_printable(t) for t in labels[:grid.shape[1]]]
-    ax.set_xticks(range(len(shown)), shown, rotation=90, fontsize=6)
-  fig.colorbar(image, ax=ax)
+    ax.set_xticks(range(len(shown)), shown, rotation=90, fontsize=_TOKEN_FONT)
+  units = {'loss': 'nats', 'entropy': 'nats', 'top_prob': 'probability', 'rank': 'rank'}
+  fig.colorbar(image, ax=ax, label=f'{value} ({units.get(value, value)})')
   return fig
 
 
@@ -190,8 +208,10 @@ def loss_by_position(table: pd.DataFrame, logx: bool = True):
   for label, colour, rows in _groups(table, hue):
     rows = rows.sort_values('position')
     ax.plot(rows['position'] + 1, rows['loss'], color=colour, label=label)
-  ax.set(xlabel='position in document + 1', ylabel='loss (nats)',
+  ax.set(xlabel='position in document + 1', ylabel='loss (nats/token)',
          xscale='log' if logx else 'linear')
+  if logx:
+    log_axis(ax, 'x')
   if hue:
     ax.legend(fontsize='small')
   ax.grid(alpha=0.3)
@@ -228,7 +248,9 @@ def spikes(metrics: pd.DataFrame, found: pd.DataFrame, key: str = 'loss',
     ax.plot(rows['step'], rows[name], lw=1)
     for step in found['step']:
       ax.axvline(step, color='red', alpha=0.4, lw=1)
-    ax.set(ylabel=name, yscale='log' if name != key else 'linear')
+    ax.set(ylabel=_LABELS.get(name, name), yscale='log' if name != key else 'linear')
+    if name != key:
+      log_axis(ax, 'y')
     ax.grid(alpha=0.3)
   axes[0].set_title(f'{len(found)} spike(s) in {key}')
   axes[-1].set_xlabel('step')

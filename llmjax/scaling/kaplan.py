@@ -50,8 +50,8 @@ def single_laws(pts: pd.DataFrame) -> tuple[dict[str, SingleLaw], dict[str, str]
       continue
     pure = fit.fit_power_law(chosen[variable], chosen['loss'])
     if pure.a >= 0:  # the larger X had less of the other resource: no law in X alone
-      skipped[f'L({variable})'] = (f'loss does not fall with {variable} over {note} '
-                                   f'(exponent {pure.a:+.3g}): the other variable limits it')
+      skipped[f'L({variable})'] = (f'loss does not fall with {variable} ({note}; exponent '
+                                   f'{pure.a:+.3g}): the other variable limits it')
       continue
     offset = None
     if distinct >= 4:

@@ -23,9 +23,12 @@ _TRUTH = {'color': 'tab:red', 'linestyle': '--', 'linewidth': 1.2}
 
 
 def _tick_label(value: float, _=None) -> str:
-  """'10^k' at decades, 'm×10^k' between them, as mathtext."""
+  """Plain numbers from 0.001 to 9999 ('0.5', '4.2', '300'); beyond, '10^k' at decades and
+  'm×10^k' between them, as mathtext."""
   if value <= 0:
     return ''
+  if 1e-3 <= value < 1e4:
+    return f'{value:.4g}'
   exponent = math.floor(math.log10(value) + 1e-9)
   mantissa = value / 10 ** exponent
   if abs(mantissa - 1) < 1e-6:
@@ -34,12 +37,16 @@ def _tick_label(value: float, _=None) -> str:
 
 
 def log_axis(ax, which: str = 'x') -> None:
-  """A readable log axis: labels at decades (or 1, 2, 5 x 10^k over < 2 decades)."""
+  """A readable log axis: labels at decades, at 1, 2, 5 x 10^k over less than two, at
+  round numbers over less than one; minor ticks unlabelled. Call after plotting."""
   axis = ax.xaxis if which == 'x' else ax.yaxis
   lo, hi = ax.get_xlim() if which == 'x' else ax.get_ylim()
   span = math.log10(hi / lo) if lo > 0 and hi > lo else 3
-  subs = (1.0,) if span >= 2 else (1.0, 2.0, 5.0) if span >= 0.6 else (1.0, 1.5, 2, 3, 5, 7)
-  axis.set_major_locator(ticker.LogLocator(base=10, subs=subs, numticks=12))
+  if span < 0.8:  # under a decade log ticks are too few: evenly spaced round numbers
+    axis.set_major_locator(ticker.MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+  else:
+    subs = (1.0,) if span >= 2 else (1.0, 2.0, 5.0)
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=subs, numticks=12))
   axis.set_major_formatter(ticker.FuncFormatter(_tick_label))
   axis.set_minor_formatter(ticker.NullFormatter())
 
