@@ -87,6 +87,13 @@ def decay_mode(cfg: OptimConfig, model_cfg: ModelConfig) -> str:
   return 'coupled' if pz.is_sp(model_cfg) else 'independent'
 
 
+def decay_multipliers(cfg: OptimConfig, model_cfg: ModelConfig, rules: dict) -> dict[str, float]:
+  """Per tensor, its decay step as a multiple of lr_t * wd * p (see the chain order above)."""
+  mode = decay_mode(cfg, model_cfg)
+  return {path: 0.0 if r.group in cfg.no_decay_groups else (r.lr if mode == 'coupled' else 1.0)
+          for path, r in rules.items()}
+
+
 def scale_by_tensor(multipliers: dict[str, float] | None,
                     invert: bool = False) -> optax.GradientTransformation:
   """Multiplies each tensor's update by multipliers['blocks/attn/wq'] (or divides, with

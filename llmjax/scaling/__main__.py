@@ -2,6 +2,9 @@
 
   python -m llmjax.scaling fit PATH       prints the fitted laws with 95% intervals
   python -m llmjax.scaling report PATH    writes fit.json, summary.md and plots
+  python -m llmjax.scaling coord-check --config FILE --parametrization mup --widths 64,128,256
+  python -m llmjax.scaling describe-parametrization --config FILE --parametrization mup \
+      --base-width 64
 
 PATH is a sweep workdir (its results table is rebuilt from the trial folders) or a CSV of
 points (a results.csv, or external data such as published (N, D, loss) points).
@@ -17,7 +20,7 @@ import sys
 
 import pandas as pd
 
-from llmjax.scaling import fit, report
+from llmjax.scaling import coord_check, fit, report
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     if name == 'report':
       command.add_argument('--out', type=pathlib.Path,
                            help='report folder (default PATH/report, or CSV_report beside a CSV)')
+  coord_check.add_commands(commands)  # coord-check, describe-parametrization
   return parser
 
 
@@ -70,6 +74,8 @@ def _default_out(path: pathlib.Path) -> pathlib.Path:
 def main(argv: list[str] | None = None) -> int:
   parser = _parser()
   args = parser.parse_args(argv)
+  if args.command in ('coord-check', 'describe-parametrization'):
+    return coord_check.cli(args)
   if args.bootstrap < 0:
     parser.error('--bootstrap must be >= 0')
   try:

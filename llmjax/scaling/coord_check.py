@@ -25,9 +25,10 @@ from flax import nnx
 
 from llmjax import optim
 from llmjax.model import config as model_config
+from llmjax.model import parametrization as pz
 from llmjax.model.attention import attention_mask
 from llmjax.model.config import ModelConfig
-from llmjax.model.transformer import Transformer
+from llmjax.model.transformer import Transformer, parametrization_rules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,3 +167,120 @@ def plot(table: pd.DataFrame, column: str = 'delta', title: str = ''):
   fig.suptitle(title)
   fig.tight_layout()
   return fig
+
+
+def verdict(table: pd.DataFrame, tolerance: float = 0.15,
+            column: str = 'delta') -> tuple[float, bool]:
+  """(largest |slope| of `column` over steps >= 1 and every site, whether it is within
+  `tolerance`). Sites that do not move at a step (zero readout init, step 1) are skipped."""
+  s = slopes(table, column)
+  worst = float(np.nanmax(np.abs(s[s.index >= 1].to_numpy())))
+  return worst, worst <= tolerance
+
+
+def parametrization_table(model_cfg: ModelConfig, optim_cfg: optim.OptimConfig) -> pd.DataFrame:
+  """Per parameter: group, fan-in against the base's, init std, LR, weight-decay, Adam-eps
+  and forward multipliers (weight decay: of lr_t * wd * p, 0 where the group is skipped)."""
+  rules = parametrization_rules(model_cfg)
+  decay = optim.decay_multipliers(optim_cfg, model_cfg, rules)
+  return pd.DataFrame([dict(param=r.path, group=r.group, fan_in=f'{r.fan_in}/{r.base_fan_in}',
+                            init_std=r.init_std, lr=r.lr, wd=decay[r.path], eps=r.eps,
+                            forward=r.forward or '-') for r in rules.values()])
+
+
+def add_commands(commands) -> None:
+  """The coord-check and describe-parametrization subcommands of python -m llmjax.scaling."""
+  for name, help_text in (('coord-check', 'coordinate check over widths or depths: slopes, '
+                           'verdict, plot'),
+                          ('describe-parametrization', 'per-parameter table of what the '
+                           'parametrization does')):
+    c = commands.add_parser(name, help=help_text)
+    c.add_argument('--config', required=True, help='experiment file[:variant] (its model)')
+    c.add_argument('--parametrization', choices=pz.PARAMETRIZATIONS, default='mup')
+    c.add_argument('--base-width', type=int, default=0,
+                   help='muP base width (default: the smallest width, or the model\'s)')
+    c.add_argument('--base-depth', type=int, default=0, help='CompleteP base depth')
+    c.add_argument('--readout-zero-init', action='store_true',
+                   help='mup_readout_zero_init (an untied head starts at 0)')
+    c.add_argument('--untied', action='store_true', help='untie the output head')
+    if name == 'coord-check':
+      c.add_argument('--widths', default='', help='comma-separated widths (ladder shapes)')
+      c.add_argument('--depths', default='', help='comma-separated depths, at --width')
+      c.add_argument('--width', type=int, default=64, help='width of a depth check')
+      c.add_argument('--depth', type=int, default=0, help='depth of a width check '
+                     '(default: the model\'s)')
+      c.add_argument('--steps', type=int, default=3)
+      c.add_argument('--seeds', type=int, default=2)
+      c.add_argument('--lr', type=float, default=1e-2)
+      c.add_argument('--tolerance', type=float, default=0.15)
+      c.add_argument('--out', default='coord_check.png', help='plot file')
+      c.add_argument('--table', action='store_true', help='also print the parametrization '
+                     'table of the largest model')
+
+
+def _model_from(args) -> tuple[ModelConfig, optim.OptimConfig]:
+  import runpy
+  from llmjax import configs
+  path, _, variant = args.config.partition(':')
+  config = runpy.run_path(path)['get_config'](variant)
+  model = configs.build_model_config(config)
+  o = config.optim
+  ocfg = optim.OptimConfig(weight_decay_mode=o.weight_decay_mode,
+                           no_decay_groups=tuple(o.no_decay_groups))
+  fields = dict(parametrization=args.parametrization)
+  if args.parametrization != 'sp':
+    fields.update(mup_base_width=args.base_width, mup_readout_zero_init=args.readout_zero_init)
+  if args.parametrization == 'completep':
+    fields.update(mup_base_depth=args.base_depth)
+  if args.untied:
+    fields.update(tie_embeddings=False)
+  return dataclasses.replace(model, **fields), ocfg
+
+
+def _sizes(text: str) -> list[int]:
+  sizes = [int(s) for s in text.split(',') if s.strip()]
+  if len(sizes) < 2 or min(sizes) < 1:
+    raise ValueError(f'{text!r}: give at least two positive sizes, e.g. 64,128,256')
+  return sorted(sizes)
+
+
+def cli(args) -> int:
+  """Runs one of the subcommands above; 2 on bad input, 1 when a check fails."""
+  import sys
+  try:
+    model, ocfg = _model_from(args)
+    axis = 'depth' if args.command == 'coord-check' and args.depths else 'width'
+    if args.command == 'coord-check':
+      if bool(args.widths) == bool(args.depths):
+        raise ValueError('give --widths or --depths')
+      sizes = _sizes(args.depths or args.widths)
+      depth = args.depth or model.num_layers
+      if model.parametrization != 'sp' and not model.mup_base_width:
+        model = dataclasses.replace(model, mup_base_width=min(sizes) if axis == 'width'
+                                    else args.width)
+      if model.parametrization == 'completep' and not model.mup_base_depth:
+        model = dataclasses.replace(model, mup_base_depth=min(sizes) if axis == 'depth' else depth)
+      largest = (ladder_model(model, sizes[-1], depth) if axis == 'width'
+                 else ladder_model(model, args.width, sizes[-1]))
+    else:
+      largest = model
+    problems = pz.problems(largest)
+    if problems:
+      raise ValueError('; '.join(problems))
+  except (ValueError, OSError, KeyError) as e:
+    print(f'llmjax.scaling {args.command}: {e}', file=sys.stderr)
+    return 2
+  if args.command == 'describe-parametrization' or args.table:
+    print(parametrization_table(largest, ocfg).to_string(index=False))
+    if args.command == 'describe-parametrization':
+      return 0
+  check = CheckConfig(steps=args.steps, seeds=tuple(range(args.seeds)), lr=args.lr)
+  table = coord_check(model, sizes, axis, width=args.width, depth=depth, check=check)
+  for column in ('delta', 'act'):
+    print(f'log-log slope against {axis} of mean |{"x - x0" if column == "delta" else "x"}|:')
+    print(slopes(table, column).round(3).to_string())
+  worst, ok = verdict(table, args.tolerance)
+  plot(table, title=f'{model.parametrization}: mean |x - x0| against {axis}').savefig(args.out)
+  print(f'largest |slope| of the change, steps 1-{args.steps}: {worst:.3f} '
+        f'({"within" if ok else "outside"} +-{args.tolerance}); plot: {args.out}')
+  return 0 if ok else 1
