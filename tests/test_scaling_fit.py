@@ -213,7 +213,7 @@ def test_report_with_six_points_skips_what_it_cannot_fit(tmp_path):
   summary = (tmp_path / 'summary.md').read_text()
   assert '- Approach 2: Approach 2 fits 2 parameters; 1 IsoFLOP minima given' in summary
   assert 'Not run: leave-one-budget-out needs 2 budgets; the points have 1.' in summary
-  texts = [t.get_text() for t in report.figures(fits)['isoflops'].axes[0].texts]
+  texts = [' '.join(t.get_text().split()) for t in report.figures(fits)['isoflops'].axes[0].texts]
   assert texts == [f'Approach 2 skipped: {fits.skipped["Approach 2"]}']
 
 

@@ -8,6 +8,7 @@ one; and a panel that cannot be drawn says why inside the figure instead of vani
 """
 
 import math
+import textwrap
 
 import matplotlib
 import numpy as np
@@ -57,11 +58,17 @@ def truth_line(ax, truth: float | None, orientation: str = 'h') -> None:
     (ax.axhline if orientation == 'h' else ax.axvline)(truth, label=label, **_TRUTH)
 
 
-def note(ax, text: str) -> None:
-  """Why (part of) a panel is missing, written into it."""
-  ax.text(0.5, 0.5, text, transform=ax.transAxes, ha='center', va='center', wrap=True,
-          fontsize='small', bbox={'boxstyle': 'round', 'facecolor': 'lightyellow',
-                                  'edgecolor': 'grey'})
+def note(ax, text: str, empty: bool = False) -> None:
+  """Why (part of) a panel is missing, written into it: centred in an empty panel (whose
+  ticks are dropped), else along its top edge, above the data."""
+  width = 40 if empty else 70  # characters per line: the box stays inside the axes
+  y, va = (0.5, 'center') if empty else (0.97, 'top')
+  ax.text(0.5, y, textwrap.fill(text, width), transform=ax.transAxes, ha='center', va=va,
+          fontsize='small', zorder=5,
+          bbox={'boxstyle': 'round', 'facecolor': 'lightyellow', 'edgecolor': 'grey'})
+  if empty:
+    ax.set(xticks=[], yticks=[])
+    ax.minorticks_off()
 
 
 def _compute_grid(ax, pts: pd.DataFrame, beyond: float = 10.0) -> np.ndarray:
@@ -229,14 +236,14 @@ def plot_holdout(result, truth: float | None = None) -> Figure:
 def plot_single_laws(laws: dict, skipped: dict[str, str], truth: float | None = None) -> Figure:
   """Kaplan-style L(N) and L(D) (llmjax.scaling.kaplan), with their power laws."""
   fig = Figure(figsize=(8.8, 3.8), layout='constrained')
-  axes = dict(zip('ND', fig.subplots(1, 2, sharey=True)))
+  axes = dict(zip('ND', fig.subplots(1, 2)))
   labels = {'N': 'N (parameters)', 'D': 'D (tokens)'}
   for variable, ax in axes.items():
     ax.set(xscale='log', xlabel=labels[variable], title=f'L({variable})')
     law = laws.get(variable)
     if law is None:
-      note(ax, f'L({variable}) not drawn: {skipped.get(f"L({variable})", "no points")}')
-      truth_line(ax, truth)
+      note(ax, f'L({variable}) not drawn: {skipped.get(f"L({variable})", "no points")}',
+           empty=True)
       continue
     x = law.points[variable].to_numpy(float)
     ax.scatter(x, law.points['loss'], color='k', s=20, zorder=3, label=law.note)
