@@ -3,6 +3,8 @@
 # a coordinator on a free localhost port, each process with its own fake CPU
 # devices and its own log. Waits for all; if one fails, the others are stopped
 # (SIGTERM, then SIGKILL after a grace period) instead of hanging in a collective.
+# Stopping this script (SIGTERM, SIGINT/Ctrl-C, SIGHUP) stops every process the same
+# way (a second signal kills them at once); it never exits leaving one running.
 # The test harness for everything multi-host.
 #
 #   launch/local.sh [--dry_run] N CONFIG [python -m llmjax.main flags...]
@@ -10,7 +12,8 @@
 #
 # Environment:
 #   LLMJAX_DEVICES_PER_PROCESS  fake CPU devices of each process (default 2)
-#   LLMJAX_LOG_DIR              folder of process_I.log (default logs/local-DATE-TIME)
+#   LLMJAX_LOG_DIR              folder of process_I.log (default WORKDIR/logs/local-DATE-TIME,
+#                               or logs/local-DATE-TIME without --workdir)
 #   LLMJAX_PORT                 coordinator port (default: a free one)
 #   LLMJAX_STOP_GRACE_S         seconds the others get after SIGTERM (default 10)
 #   PYTHON                      the interpreter (default python)
@@ -39,7 +42,20 @@ fi
 
 python=${PYTHON:-python}
 devices=${LLMJAX_DEVICES_PER_PROCESS:-2}
-log_dir=${LLMJAX_LOG_DIR:-logs/local-$(date +%Y%m%d-%H%M%S)}
+# The run's --workdir (as llmjax.main reads it: --workdir=DIR or --workdir DIR).
+workdir=
+previous=
+for arg in "$@"; do
+  case $previous in --workdir | -workdir) workdir=$arg ;; esac
+  case $arg in --workdir=* | -workdir=*) workdir=${arg#*=} ;; esac
+  previous=$arg
+done
+stamp=local-$(date +%Y%m%d-%H%M%S)
+if [[ -n $workdir ]]; then
+  log_dir=${LLMJAX_LOG_DIR:-$workdir/logs/$stamp}
+else
+  log_dir=${LLMJAX_LOG_DIR:-logs/$stamp}
+fi
 grace=${LLMJAX_STOP_GRACE_S:-10}
 free_port='import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'
 port=${LLMJAX_PORT:-$("$python" -c "$free_port")}
@@ -65,20 +81,41 @@ fi
 
 mkdir -p "$log_dir"
 declare -A running=()  # pid -> process index
-for ((i = 0; i < num_processes; i++)); do
+status=0
+deadline=  # once the others are told to stop: when they get SIGKILL
+stop_all() {
+  if ((${#running[@]} > 0)); then
+    kill -TERM "${!running[@]}" 2>/dev/null || true
+  fi
+  deadline=$((SECONDS + grace))
+}
+# shellcheck disable=SC2329  # invoked by the trap
+interrupted() {
+  if ((status == 130)); then  # a second signal: no more grace
+    echo "llmjax local: interrupted again; killing all processes" >&2
+    deadline=$SECONDS
+    return
+  fi
+  echo "llmjax local: interrupted; stopping all processes" >&2
+  status=130
+  stop_all
+}
+# Whatever ends this script, no process it started outlives it.
+# shellcheck disable=SC2329  # invoked by the trap
+kill_survivors() {
+  if ((${#running[@]} > 0)); then
+    kill -KILL "${!running[@]}" 2>/dev/null || true
+  fi
+}
+trap interrupted INT TERM HUP
+trap kill_survivors EXIT
+
+for ((i = 0; i < num_processes && status == 0; i++)); do
   command_of "$i" "$@"
   "${cmd[@]}" >"$log_dir/process_$i.log" 2>&1 &
   running[$!]=$i
   echo "llmjax local: process $i: pid $! log $log_dir/process_$i.log"
 done
-
-status=0
-deadline=  # once the others are told to stop: when they get SIGKILL
-stop_all() {
-  kill -TERM "${!running[@]}" 2>/dev/null || true
-  deadline=$((SECONDS + grace))
-}
-trap 'echo "llmjax local: interrupted; stopping all processes" >&2; status=130; stop_all' INT TERM
 
 # Polls rather than `wait -n`: it also works on old bash, and a trap can interrupt it.
 while ((${#running[@]} > 0)); do

@@ -9,9 +9,14 @@ file write.
 
 import dataclasses
 import difflib
+import importlib.util
+import pathlib
+import re
+import traceback
 import typing
 
-from ml_collections import config_dict
+from absl import flags
+from ml_collections import config_dict, config_flags
 
 from llmjax import optim, sharding
 from llmjax.checkpoint import CheckpointConfig
@@ -87,6 +92,96 @@ def build(config: config_dict.ConfigDict, num_devices: int) -> Experiment:
   if errors:
     raise ConfigError('\n'.join(errors))
   return exp
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """(argv without them, the --config.SECTION.FIELD=VALUE overrides in order)."""
+  rest, overrides, i = [], [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if re.match(r'^--?(no)?config\.', arg):
+      overrides.append(arg)
+      if '=' not in arg and i + 1 < len(argv) and not argv[i + 1].startswith('-'):
+        overrides.append(argv[i + 1])  # --config.a.b VALUE
+        i += 1
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, overrides
+
+
+def load_file(spec: str, overrides: list[str] = ()) -> config_dict.ConfigDict:
+  """The locked ConfigDict of an experiment file `PATH[:VARIANT]` with `--config.*`
+  overrides applied (ml_collections' parsing, did-you-mean included). Raises
+  ConfigError with one message for a file that is missing, does not parse, raises,
+  has no get_config, returns something other than a ConfigDict, is given a variant
+  it does not know, or an override that names no field or has a bad value."""
+  path, _, variant = spec.partition(':')
+  if not pathlib.Path(path).is_file():
+    raise ConfigError(f'--config: experiment file not found: {path}')
+  values = flags.FlagValues()
+  argv = ['llmjax', f'--config={spec}', *overrides]
+  config_flags.DEFINE_config_file('config', None, '', flag_values=values, lock_config=True,
+                                  sys_argv=argv)
+  try:
+    values(argv)
+    config = values.config
+    if not isinstance(config, dict):
+      config.keys()  # a file that failed to load is an object that raises only when used
+  except SyntaxError as e:
+    raise ConfigError(f'--config: {path} does not parse: {e.msg} (line {e.lineno})') from None
+  except flags.Error as e:
+    raise ConfigError(_clean(str(e))) from None
+  except (KeyError, AttributeError) as e:
+    raise ConfigError(_override_problem(e, path, overrides)) from None
+  except Exception as e:  # the experiment file's own code raised
+    raise ConfigError(f'--config: loading {path} raised {type(e).__name__}: {e}'
+                      f'{_where(e, path)}') from None
+  if not isinstance(config, config_dict.ConfigDict):
+    raise ConfigError(f'--config: get_config() of {path} returned a {type(config).__name__}, '
+                      'not an ml_collections.ConfigDict; start from llmjax.configs.defaults()')
+  if variant:
+    _check_variant(path, variant, config, overrides)
+  return config
+
+
+def _clean(message: str) -> str:
+  while len(message) > 1 and message[0] == message[-1] and message[0] in '"\'':
+    message = message[1:-1]
+  return message.replace('\\n', '\n').replace("\\'", "'").replace('\n', '; ')
+
+
+def _override_problem(e: Exception, path: str, overrides) -> str:
+  message = _clean(str(e))
+  if 'get_config' in message:
+    return f'--config: {path} has no get_config() function'
+  key, _, hint = message.partition(';')
+  key = key.strip('"\' ')
+  named = [o.split('=')[0] for o in overrides if key in o.split('=')[0].split('.')]
+  flag = named[0] if named else f'--config override {key!r}'
+  return f'{flag}: no such field in the config' + (f';{hint}' if hint else '')
+
+
+def _where(e: Exception, path: str) -> str:
+  frames = [f for f in traceback.extract_tb(e.__traceback__)
+            if pathlib.Path(f.filename).resolve() == pathlib.Path(path).resolve()]
+  return f' at line {frames[-1].lineno}' if frames else ''
+
+
+_VARIANT_TEST = re.compile(r"""variant\s*==\s*['"]([^'"]+)['"]""")
+
+
+def _check_variant(path: str, variant: str, config, overrides) -> None:
+  """A variant that changes nothing is unknown (a misspelling would otherwise
+  silently run the default experiment)."""
+  if load_file(path, overrides).to_dict() != config.to_dict():
+    return
+  known = sorted(set(_VARIANT_TEST.findall(pathlib.Path(path).read_text(errors='replace'))))
+  close = difflib.get_close_matches(variant, known, n=1)
+  hint = (f'; did you mean {close[0]!r}?' if close else '') + (
+      f' Known: {", ".join(known)}' if known else '')
+  raise ConfigError(f'--config: {path} has no variant {variant!r} (it changes nothing in the '
+                    f'config){hint}')
 
 
 def build_model_config(config: config_dict.ConfigDict) -> ModelConfig:
@@ -220,8 +315,10 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
   for field, value in (('train.steps', t.steps), ('optim.lr', o.lr), ('data.seq_len', d.seq_len),
                        ('data.global_batch_size', d.global_batch_size),
                        ('train.microbatches', t.microbatches), ('train.log_every', t.log_every),
-                       ('train.eval_every', t.eval_every)):
+                       ('train.eval_every', t.eval_every),
+                       ('train.eval_batches', t.eval_batches)):
     _positive(errors, field, value)
+  _check_not_negative(exp, errors)
   if errors:
     return  # the checks below assume sane values
   if m.d_model % m.num_heads:
@@ -276,6 +373,25 @@ def _check_parametrization(exp: Experiment, errors: list[str]) -> None:
     errors.append(f'config.optim.name=adafactor: model.parametrization={m.parametrization!r} '
                   f'sets Adam-family LR rules (adamw, lion); adafactor scales updates by the '
                   f'parameter scale')
+
+
+def _check_not_negative(exp: Experiment, errors: list[str]) -> None:
+  """Fields where 0 means off and a negative value means nothing; optional packages."""
+  c, o, t = exp.checkpoint, exp.optim, exp.train
+  for field, value, meaning in (
+      ('checkpoint.every_steps', c.every_steps, '0: no step cadence'),
+      ('checkpoint.every_minutes', c.every_minutes, '0: no time cadence'),
+      ('checkpoint.keep_every', c.keep_every, '0: none'),
+      ('optim.clip_norm', o.clip_norm, '0: no clipping'),
+      ('optim.weight_decay', o.weight_decay, '0: none'),
+      ('optim.eps', o.eps, None), ('optim.min_lr_ratio', o.min_lr_ratio, None),
+      ('train.z_loss', t.z_loss, '0: none'), ('train.sample_tokens', t.sample_tokens, '0: no sample')):
+    if not value >= 0:  # also NaN
+      errors.append(f'config.{field}={value!r} must not be negative' +
+                    (f' ({meaning})' if meaning else ''))
+  if exp.metrics.wandb and importlib.util.find_spec('wandb') is None:
+    errors.append('config.metrics.wandb=True needs the wandb package: pip install wandb '
+                  '(or leave metrics.wandb=False)')
 
 
 def _check_tokenizer(m: ModelConfig, d: pipeline.DataConfig, errors: list[str]) -> None:

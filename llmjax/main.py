@@ -12,14 +12,14 @@ import sys
 
 import jax
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from llmjax import (aot, checkpoint, configs, distributed, resume, runs, sharding, train,
                     warmstart)
 from llmjax.data.sources import DataError
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment file with get_config().',
-                                          lock_config=True)
+_CONFIG = flags.DEFINE_string('config', None, 'Experiment file[:VARIANT] with get_config(); '
+                              'override its fields with --config.SECTION.FIELD=VALUE.')
+_OVERRIDES: list[str] = []  # the --config.SECTION.FIELD=VALUE flags, in order
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder; default: a new one under runs/.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', '', 'host:port of process 0 in a '
                                    'multi-process run; default: $JAX_COORDINATOR_ADDRESS, or '
@@ -39,7 +39,8 @@ _ALLOW_CHANGES = flags.DEFINE_list('allow_changes', [], 'Config fields (section.
                                    'sections a resumed run may change, e.g. train.steps to '
                                    'extend it; see llmjax/resume.py for the policy.')
 _NUM_FAKE_DEVICES = flags.DEFINE_integer('num_fake_devices', 0, 'Run on this many CPU devices '
-                                         '(e.g. shaped like a target pod, with --compile_only).')
+                                         '(e.g. shaped like a target pod, with --compile_only).',
+                                         lower_bound=0)
 
 
 def _default_workdir(config_path: str) -> pathlib.Path:
@@ -69,18 +70,35 @@ def _join_processes() -> None:
   print(f'{distributed.device_report()} [{how}]', flush=True)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flags, with the --config.* overrides set apart for configs.load_file; a bad
+  flag is one message and exit status 2."""
+  rest, _OVERRIDES[:] = configs.split_overrides(argv)
+  try:
+    return flags.FLAGS(rest)
+  except flags.Error as e:
+    print(f'llmjax: {e} (see --help)', file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint file at INFO
   if _CONFIG.value is None:
-    sys.exit('llmjax: --config is required, e.g. --config experiments/base.py')
+    print('llmjax: --config is required, e.g. --config experiments/base.py', file=sys.stderr)
+    sys.exit(2)
+  try:
+    config = configs.load_file(_CONFIG.value, _OVERRIDES)
+  except configs.ConfigError as e:
+    print(f'llmjax: {e}', file=sys.stderr)
+    sys.exit(2)
   if _NUM_FAKE_DEVICES.value:  # must precede JAX's first use of a device
     jax.config.update('jax_platforms', 'cpu')
     jax.config.update('jax_num_cpu_devices', _NUM_FAKE_DEVICES.value)
   if not _COMPILE_ONLY.value:
     _join_processes()
   try:
-    exp = configs.build(_CONFIG.value, jax.device_count())
+    exp = configs.build(config, jax.device_count())
   except configs.ConfigError as e:
     print(f'llmjax: invalid config:\n{e}', file=sys.stderr)
     sys.exit(2)
@@ -93,7 +111,7 @@ def main(argv):
     print('llmjax: a multi-process run needs --workdir, one folder all processes share',
           file=sys.stderr)
     sys.exit(2)
-  workdir = pathlib.Path(_WORKDIR.value or _default_workdir(flags.FLAGS['config'].config_filename))
+  workdir = pathlib.Path(_WORKDIR.value or _default_workdir(_CONFIG.value.partition(':')[0]))
   problem = _init_from_problem(exp) or resume.problem(workdir, configs.as_dict(exp),
                                                        set(_ALLOW_CHANGES.value))
   if problem:
@@ -123,4 +141,4 @@ def _train(exp: configs.Experiment, workdir: pathlib.Path) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -7,6 +7,7 @@ Only process 0 writes. Keys are flat: training metrics unprefixed (`loss`,
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import sys
 
@@ -35,9 +36,7 @@ class MetricsWriter:
       return
     path = workdir / 'metrics.jsonl'
     if path.exists():
-      kept = [line for line in path.read_text(encoding='utf-8').splitlines()
-              if line.strip() and json.loads(line)['step'] <= after_step]
-      path.write_text(''.join(line + '\n' for line in kept), encoding='utf-8')
+      _keep_until(path, after_step)
     self._jsonl = open(path, 'a', encoding='utf-8')
     if cfg.tensorboard:
       from tensorboardX import SummaryWriter
@@ -51,7 +50,7 @@ class MetricsWriter:
     if not self.enabled:
       return
     record = {'step': step, **{k: _plain(v) for k, v in metrics.items()}}
-    self._jsonl.write(json.dumps(record) + '\n')
+    self._jsonl.write(json.dumps(record) + '\n')  # one line, flushed as one write
     self._jsonl.flush()
     if self._tb is not None:
       for key, value in record.items():
@@ -66,6 +65,48 @@ class MetricsWriter:
         sink.close()
     if self._wandb is not None:
       self._wandb.finish()
+
+
+def read_records(path: pathlib.Path) -> list[dict]:
+  """Every complete record of a metrics.jsonl, in order; a line that is not one (the
+  last line of a write torn by a kill) is left out."""
+  return [r for _, r in _lines(path) if r is not None]
+
+
+def _lines(path: pathlib.Path) -> list[tuple[str, dict | None]]:
+  """(line, its record or None) for each non-blank line."""
+  out = []
+  for line in path.read_text(encoding='utf-8', errors='replace').splitlines():
+    if line.strip():
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        record = None
+      ok = isinstance(record, dict) and isinstance(record.get('step'), int)
+      out.append((line, record if ok else None))
+  return out
+
+
+def _keep_until(path: pathlib.Path, after_step: int) -> None:
+  """Rewrites metrics.jsonl with its records up to `after_step` (those after it are
+  work lost since the checkpoint a run resumes from, and are redone). A line that is
+  not a record, such as the last one torn by a kill mid-write, is dropped from it
+  and kept in metrics.jsonl.damaged, saying so once. The rewrite replaces the file
+  atomically: a kill during it leaves the old file or the new, never half of one."""
+  lines = _lines(path)
+  damaged = [line for line, record in lines if record is None]
+  kept = [line for line, record in lines if record is not None and record['step'] <= after_step]
+  if damaged:
+    with open(path.with_name(path.name + '.damaged'), 'a', encoding='utf-8') as f:
+      f.write(''.join(line + '\n' for line in damaged))
+    torn = lines[-1][1] is None and not path.read_bytes().endswith(b'\n')
+    what = ('its torn last line (a write cut short)' if torn and len(damaged) == 1 else
+            f'{len(damaged)} line(s) that are not records')
+    print(f'llmjax: {path}: dropped {what}; every complete record is kept; the dropped '
+          f'text is in {path.name}.damaged', file=sys.stderr)
+  tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+  tmp.write_text(''.join(line + '\n' for line in kept), encoding='utf-8')
+  os.replace(tmp, path)
 
 
 def _plain(value):

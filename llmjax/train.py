@@ -174,6 +174,9 @@ class Evaluator:
     nll, weight = 0.0, 0.0
     for item in batches:
       out = self.eval_fn(params, device_batch(item['batch'], self.batch_sharding))
+      # At most two batches in flight, as in training: with the whole split queued
+      # at once, multi-process CPU collectives (gloo) deadlock.
+      jax.block_until_ready(nll)
       nll, weight = nll + out['nll'], weight + out['weight']  # stays on device until the end
     num_bytes = max(sum(item['stats']['bytes'] for item in batches), 1)
     return {'eval/loss': float(nll) / max(float(weight), 1.0),

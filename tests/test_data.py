@@ -2,9 +2,11 @@
 
 import dataclasses
 import json
+import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -218,3 +220,40 @@ def test_cli_stops_on_bad_data_before_creating_the_workdir(tmp_path):
   assert proc.returncode == 2 and 'matches no file' in proc.stderr
   assert not workdir.exists()
 
+
+
+_LOAD = """
+import sys, time
+from llmjax.data import pipeline
+start = float(sys.argv[3])
+while time.time() < start:  # all builders start together
+  time.sleep(0.001)
+cfg = pipeline.DataConfig(source='files:' + sys.argv[1], data_dir=sys.argv[2], eval_fraction=0.3)
+corpus = pipeline.load(cfg)
+print(len(corpus.train) + len(corpus.eval), corpus.fingerprint)
+"""
+
+
+def test_concurrent_first_builds_of_one_cache_are_safe_and_write_nothing_else(tmp_path):
+  """Processes building the same cache at once (the hosts of one run, parallel
+  sweep tasks) all get it; no temporary folder is left in data_dir or in TMPDIR."""
+  folder = tmp_path / 'texts'
+  folder.mkdir()
+  for i in range(6):
+    (folder / f'{i}.txt').write_text(f'document {i}\n' * 50)
+  temp = tmp_path / 'tmpdir'
+  temp.mkdir()
+  env = {**os.environ, 'TMPDIR': str(temp), 'JAX_PLATFORMS': 'cpu'}
+  start = time.time() + 8  # after every interpreter has imported TFDS
+  procs = [subprocess.Popen([sys.executable, '-c', _LOAD, f'{folder}/*.txt',
+                             str(tmp_path / 'cache'), str(start)], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for _ in range(4)]
+  outs = [p.communicate(timeout=120) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  results = {out.splitlines()[-1] for out, _ in outs}
+  assert len(results) == 1 and results.pop().startswith('6 ')
+  assert [p.name for p in (tmp_path / 'cache/text_files').iterdir()] == [
+      outs[0][0].split()[-1]]  # the cache alone: no build folder left beside it
+  assert list(temp.iterdir()) == []

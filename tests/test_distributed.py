@@ -2,6 +2,7 @@
 checkpoints that resume with another process count, a dead process stopping the
 rest; process-group settings; hybrid (DCN) meshes."""
 
+import glob
 import json
 import os
 import pathlib
@@ -40,18 +41,27 @@ def compilation_cache(tmp_path_factory):
           'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
 
 
-def _local(num_processes: int, devices: int, workdir, *flags, env=None, wait=True):
+def _local(num_processes: int, devices: int, workdir, *flags, env=None, wait=True,
+           timeout=300, log_dir=None):
   env = {**os.environ, **(env or {}), 'PYTHON': sys.executable,
-         'LLMJAX_DEVICES_PER_PROCESS': str(devices), 'LLMJAX_LOG_DIR': str(workdir) + '-logs',
-         'LLMJAX_STOP_GRACE_S': '5'}
+         'LLMJAX_DEVICES_PER_PROCESS': str(devices), 'LLMJAX_STOP_GRACE_S': '5'}
+  if log_dir is None:
+    env['LLMJAX_LOG_DIR'] = str(workdir) + '-logs'
   cmd = [LOCAL, str(num_processes), str(ROOT / 'experiments/base.py:tiny'),
          f'--workdir={workdir}', *FLAGS, *flags]
+  proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
   if not wait:
-    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-  proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-  logs = ''.join(p.read_text()[-3000:] for p in sorted(pathlib.Path(f'{workdir}-logs').iterdir()))
-  assert proc.returncode == 0, proc.stderr[-2000:] + logs
+    return proc
+  try:
+    proc.stdout_text, proc.stderr_text = proc.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    proc.terminate()  # local.sh stops its processes
+    proc.communicate(timeout=60)
+    proc.stdout_text = proc.stderr_text = f'timed out after {timeout} s'
+  logs = ''.join(pathlib.Path(p).read_text()[-3000:]
+                 for p in sorted(glob.glob(f'{log_dir or f"{workdir}-logs"}/process_*.log')))
+  assert proc.returncode == 0, proc.stderr_text[-2000:] + logs
   return proc
 
 
@@ -69,7 +79,7 @@ def test_two_processes_match_one_and_their_checkpoint_resumes_in_one(tmp_path,
   for i, log in enumerate(logs):  # every process names its devices, only process 0 prints
     assert f'llmjax: process {i} of 2 on ' in log and '2 of 4 devices' in log, log[-2000:]
   assert 'step 20: train loss' in logs[0] and 'step 20: train loss' not in logs[1]
-  assert 'all 2 processes finished' in two.stdout
+  assert 'all 2 processes finished' in two.stdout_text
   expected, got = _losses(tmp_path / 'one'), _losses(tmp_path / 'two')
   assert sorted(got) == list(range(1, 21))
   np.testing.assert_allclose([got[s] for s in expected], list(expected.values()), rtol=1e-5)
@@ -96,6 +106,33 @@ def _start_long_run(workdir, env, *flags):
   while time.time() < deadline and not (metrics.exists() and len(_losses(workdir)) > 2):
     time.sleep(0.2)
   return proc, pids
+
+
+def _records(workdir) -> list[dict]:
+  return [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_the_readme_two_process_command_runs_its_final_evaluation(tmp_path):
+  """README's command: 20 steps of the tiny experiment in 2 processes x 2 devices, then
+  the final evaluation of the whole held-out split (607 batches; with all of them
+  queued at once the processes deadlocked in their CPU collectives). Logs go to
+  WORKDIR/logs/ by default."""
+  env = {**os.environ, 'PYTHON': sys.executable, 'LLMJAX_DEVICES_PER_PROCESS': '2'}
+  proc = subprocess.Popen([LOCAL, '2', 'experiments/base.py:tiny', f'--workdir={tmp_path}/run',
+                           '--config.mesh.fsdp=2'], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    out, err = proc.communicate(timeout=420)
+  except subprocess.TimeoutExpired:
+    proc.terminate()  # local.sh stops both processes
+    out, err = proc.communicate(timeout=60)
+  logs = sorted((tmp_path / 'run/logs').glob('local-*/process_*.log'))
+  assert len(logs) == 2, out + err
+  assert proc.returncode == 0, err[-2000:] + logs[0].read_text()[-3000:]
+  evals = [r for r in _records(tmp_path / 'run') if 'eval/loss' in r]
+  assert [r['step'] for r in evals] == [10, 20]
+  assert 'step 20: train loss' in logs[0].read_text()
 
 
 @pytest.mark.slow

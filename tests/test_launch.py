@@ -4,8 +4,10 @@ its errors on bad input, and shellcheck on every shell script."""
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -95,3 +97,53 @@ def test_bad_input_is_refused_with_a_message(cmd, env, message):
 def test_shellcheck_passes():
   proc = subprocess.run(['shellcheck', *SCRIPTS], cwd=ROOT, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stdout
+
+
+# Stands in for python: records its pid and its flags, then waits (or, with IGNORE_TERM,
+# ignores SIGTERM, like a process stuck in a collective).
+FAKE_PYTHON = """#!/usr/bin/env bash
+echo "$$ $*" >> "$FAKE_PIDS"
+if [[ -n ${IGNORE_TERM:-} ]]; then trap '' TERM; fi
+while true; do sleep 0.1; done
+"""
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  with open(f'/proc/{pid}/stat') as f:  # a zombie is dead too
+    return f.read().split(') ')[1][0] != 'Z'
+
+
+@pytest.mark.parametrize('how, ignore_term', [('SIGTERM', False), ('Ctrl-C', False),
+                                              ('SIGTERM', True)])
+def test_stopping_local_sh_stops_its_processes_and_logs_go_to_the_workdir(tmp_path, how,
+                                                                         ignore_term):
+  fake = tmp_path / 'python'
+  fake.write_text(FAKE_PYTHON)
+  fake.chmod(0o755)
+  pids = tmp_path / 'pids'
+  env = {'PATH': os.environ['PATH'], 'PYTHON': str(fake), 'FAKE_PIDS': str(pids),
+         'LLMJAX_PORT': '1', 'LLMJAX_STOP_GRACE_S': '1', **({'IGNORE_TERM': '1'} if ignore_term
+                                                             else {})}
+  proc = subprocess.Popen([str(ROOT / 'launch/local.sh'), '2', 'experiments/base.py:tiny',
+                           '--workdir', str(tmp_path / 'run')], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True)
+  deadline = time.time() + 30
+  while time.time() < deadline and not (pids.exists() and len(pids.read_text().splitlines()) == 2):
+    time.sleep(0.05)
+  workers = [int(line.split()[0]) for line in pids.read_text().splitlines()]
+  if how == 'Ctrl-C':
+    os.killpg(proc.pid, signal.SIGINT)  # the terminal signals the whole foreground group
+  else:
+    proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=30)
+  assert proc.returncode == 130, err
+  assert 'interrupted; stopping all processes' in err
+  time.sleep(0.2)
+  assert not [pid for pid in workers if _alive(pid)]
+  assert sorted(p.name for p in (tmp_path / 'run/logs').glob('local-*/process_*.log')) == [
+      'process_0.log', 'process_1.log']

@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import pathlib
+import re
 import string
 import subprocess
 import sys
@@ -26,7 +27,8 @@ TEMPLATE = pathlib.Path(__file__).with_name('jobset.yaml')
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--name', required=True, help='JobSet name (a DNS label)')
+  parser.add_argument('--name', required=True, type=_dns_label,
+                      help='JobSet name: a DNS-1123 label (lowercase letters, digits, -)')
   parser.add_argument('--image', required=True, help='container image with llmjax installed')
   parser.add_argument('--accelerator', choices=('gpu', 'tpu'), required=True)
   parser.add_argument('--config', required=True, help='experiment file, inside the image')
@@ -43,7 +45,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument('--apply', action='store_true', help='kubectl apply the manifest')
   parser.add_argument('--dry_run', action='store_true', help='print the kubectl command')
   parser.add_argument('flags', nargs='*', help='after --: python -m llmjax.main flags')
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  for key, value in vars(args).items():  # a newline would inject YAML into the manifest
+    for text in value if isinstance(value, list) else [value]:
+      if isinstance(text, str) and any(ord(c) < 32 or ord(c) == 127 for c in text):
+        parser.error(f'--{key} {text!r} holds a control character (a newline?)')
+  return args
+
+
+# Pods are named NAME-workers-I-J: the name must leave room in a 63-character label.
+_DNS_LABEL = re.compile(r'[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?')
+
+
+def _dns_label(name: str) -> str:
+  if not _DNS_LABEL.fullmatch(name):
+    raise argparse.ArgumentTypeError(
+        f'{name!r} is not a DNS-1123 label of at most 40 characters (lowercase letters, '
+        'digits and -, starting and ending with a letter or digit)')
+  return name
 
 
 def _indent(lines: list[str], spaces: int) -> str:

@@ -10,7 +10,10 @@ Bad input exits with status 2 and a message.
 """
 
 import argparse
+import pathlib
 import sys
+
+import safetensors
 
 from llmjax.convert import run_folder
 from llmjax.model.config import DTYPES
@@ -39,6 +42,11 @@ def main(argv=None) -> int:
       print(f'wrote {out}')
   except (ValueError, FileNotFoundError, FileExistsError) as e:  # bad input, named by the error
     print(f'llmjax.convert: {e}', file=sys.stderr)
+    return 2
+  except safetensors.SafetensorError as e:  # a damaged or not-safetensors weights file
+    files = sorted(p.name for p in pathlib.Path(args.hf_dir).glob('*.safetensors'))
+    print(f'llmjax.convert: {args.hf_dir}: cannot read {", ".join(files)}: not a valid '
+          f'safetensors file ({e})', file=sys.stderr)
     return 2
   return 0
 

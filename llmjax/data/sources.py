@@ -59,7 +59,7 @@ def open_corpus(cfg) -> Corpus:
   """The corpus of a DataConfig; errors (DataError) name the cause before any training."""
   try:
     return _open(cfg)
-  except (ValueError, KeyError, FileNotFoundError) as e:
+  except (ValueError, KeyError, OSError) as e:
     raise DataError(str(e).strip('"')) from None
 
 
@@ -92,16 +92,21 @@ def _open(cfg) -> Corpus:
 
 
 def _tfds(name: str, cfg):
+  """Train and eval splits of a prepared TFDS dataset (never a download: a cluster's
+  hosts must not each fetch it, and without a network TFDS retries for ever)."""
   import tensorflow_datasets as tfds
-  data_dir = str(pathlib.Path(cfg.data_dir).expanduser()) if cfg.data_dir else None
+  data_dir = pathlib.Path(cfg.data_dir).expanduser() if cfg.data_dir else None
   splits = []
   for split in (cfg.train_split, cfg.eval_split):
     try:
-      source = tfds.data_source(name, split=split, data_dir=data_dir)
+      with builders.tempdir_inside(data_dir):  # TFDS leaves mkdtemp() folders behind
+        source = tfds.data_source(name, split=split, download=False,
+                                  data_dir=str(data_dir) if data_dir else None)
     except tfds.core.registered.DatasetNotFoundError:
       raise ValueError(f'data.source: unknown TFDS dataset {name!r}') from None
-    except (ValueError, KeyError, AssertionError) as e:
-      raise ValueError(f'data.source: TFDS {name!r} split {split!r}: {e}') from None
+    except (ValueError, KeyError, AssertionError, NotImplementedError) as e:
+      raise ValueError(_not_prepared(name, data_dir) or
+                       f'data.source: TFDS {name!r} split {split!r}: {e}') from None
     if len(source) == 0:
       raise ValueError(f'data.source: TFDS {name!r} split {split!r} is empty')
     first = source[0]
@@ -110,3 +115,22 @@ def _tfds(name: str, cfg):
                      f'features: {", ".join(first)}')
     splits.append(_Field(source, cfg.text_key))
   return splits[0], splits[1], f'tfds-{name}-{cfg.train_split}-{cfg.eval_split}'
+
+
+def _not_prepared(name: str, data_dir: pathlib.Path | None) -> str | None:
+  """What to do about a TFDS dataset not prepared (as ArrayRecord) in `data_dir`."""
+  import tensorflow_datasets as tfds
+  try:
+    with builders.tempdir_inside(data_dir):
+      builder = tfds.builder(name, data_dir=str(data_dir) if data_dir else None)
+  except Exception:  # noqa: BLE001 (the caller reports the original error)
+    return None
+  where = data_dir or builder.data_dir_root
+  how = (f'prepare it once, on a machine with network access, with: tfds build '
+         f'{name.split(":")[0]} --data_dir={where} --file_format=array_record')
+  if not builder.is_prepared():
+    return f'data.source: TFDS dataset {name!r} is not prepared in {where}; {how}'
+  if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
+    return (f'data.source: TFDS dataset {name!r} is prepared in {where} as '
+            f'{builder.info.file_format.value}, not array_record (random access); {how}')
+  return None

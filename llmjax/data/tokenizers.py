@@ -88,4 +88,13 @@ def load(spec: str):
     raise ValueError(f"unknown tokenizer {spec!r}; use 'byte', 'sentencepiece:PATH' or 'hf:PATH'")
   if not pathlib.Path(path).exists():
     raise FileNotFoundError(f'tokenizer file not found: {path}')
-  return SentencePieceTokenizer(path) if kind == 'sentencepiece' else HuggingFaceTokenizer(path)
+  if kind == 'hf' and pathlib.Path(path).is_dir() and not (pathlib.Path(path) /
+                                                           'tokenizer.json').exists():
+    raise FileNotFoundError(f'tokenizer file not found: {path}/tokenizer.json')
+  try:
+    return SentencePieceTokenizer(path) if kind == 'sentencepiece' else HuggingFaceTokenizer(path)
+  except Exception as e:  # the libraries raise RuntimeError, OSError, their own types
+    what = ('a SentencePiece model (train one with python -m llmjax.tokenizer train)'
+            if kind == 'sentencepiece' else 'a Hugging Face tokenizer.json')
+    detail = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+    raise ValueError(f'data.tokenizer={spec!r}: {path} is not {what}: {detail}') from None
