@@ -1,7 +1,8 @@
 """Command line for scaling fits:
 
   python -m llmjax.scaling fit PATH       prints the fitted laws with 95% intervals
-  python -m llmjax.scaling report PATH    writes fit.json, summary.md and plots
+  python -m llmjax.scaling report PATH    writes fit.json, summary.md and plots (a sweep
+                                          over width x LR: the LR-transfer section instead)
   python -m llmjax.scaling coord-check --config FILE --parametrization mup --widths 64,128,256
   python -m llmjax.scaling describe-parametrization --config FILE --parametrization mup \
       --base-width 64
@@ -20,7 +21,7 @@ import sys
 
 import pandas as pd
 
-from llmjax.scaling import coord_check, fit, report
+from llmjax.scaling import fit, lr_transfer, report
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,7 +44,6 @@ def _parser() -> argparse.ArgumentParser:
     if name == 'report':
       command.add_argument('--out', type=pathlib.Path,
                            help='report folder (default PATH/report, or CSV_report beside a CSV)')
-  coord_check.add_commands(commands)  # coord-check, describe-parametrization
   return parser
 
 
@@ -71,11 +71,25 @@ def _default_out(path: pathlib.Path) -> pathlib.Path:
   return path / 'report' if path.is_dir() else path.with_name(f'{path.stem}_report')
 
 
+def _lr_transfer_report(args) -> int:
+  out = args.out or _default_out(args.path)
+  try:
+    text = lr_transfer.write(args.path, _load(args.path), out, loss=args.loss,
+                             bootstrap=args.bootstrap, seed=args.seed)
+  except (ValueError, KeyError) as e:
+    print(f'llmjax.scaling: {args.path}: {e}', file=sys.stderr)
+    return 2
+  print(text + f'llmjax.scaling: report written to {out}')
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  if argv and argv[0] in ('coord-check', 'describe-parametrization'):
+    from llmjax.scaling import coord_check  # brings in JAX and the model: only these need it
+    return coord_check.main(argv)
   parser = _parser()
   args = parser.parse_args(argv)
-  if args.command in ('coord-check', 'describe-parametrization'):
-    return coord_check.cli(args)
   if args.bootstrap < 0:
     parser.error('--bootstrap must be >= 0')
   try:
@@ -85,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
   if not args.path.exists():
     print(f'llmjax.scaling: {args.path}: no such file or directory', file=sys.stderr)
     return 2
+  if args.command == 'report' and args.path.is_dir() and lr_transfer.applies(args.path):
+    return _lr_transfer_report(args)  # a width x LR sweep: no IsoFLOP fits to make
   try:
     pts = fit.points(_load(args.path), loss=args.loss, params=args.params)
   except (ValueError, OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as e:

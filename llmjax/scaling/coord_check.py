@@ -188,8 +188,16 @@ def parametrization_table(model_cfg: ModelConfig, optim_cfg: optim.OptimConfig) 
                             forward=r.forward or '-') for r in rules.values()])
 
 
+def main(argv: list[str]) -> int:
+  """python -m llmjax.scaling coord-check | describe-parametrization ARGS."""
+  import argparse
+  parser = argparse.ArgumentParser(prog='python -m llmjax.scaling')
+  add_commands(parser.add_subparsers(dest='command', required=True))
+  return cli(parser.parse_args(argv))
+
+
 def add_commands(commands) -> None:
-  """The coord-check and describe-parametrization subcommands of python -m llmjax.scaling."""
+  """The coord-check and describe-parametrization subcommands."""
   for name, help_text in (('coord-check', 'coordinate check over widths or depths: slopes, '
                            'verdict, plot'),
                           ('describe-parametrization', 'per-parameter table of what the '
