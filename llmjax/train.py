@@ -56,11 +56,23 @@ class DataCursor:
 
 
 class Throughput:
-  """Tokens/s between two fetches of metrics (each fetch waits for its step)."""
+  """Tokens/s of training steps between two fetches of metrics (each fetch waits for its
+  step; evaluations and saves in between are not counted), and goodput: tokens per
+  wall-clock second since the first step compiled, everything included."""
 
   def __init__(self, tokens_per_step: int):
     self.tokens_per_step = tokens_per_step
     self.reset(0)
+    self.start(0)
+
+  def start(self, step: int) -> None:
+    """The first step has compiled: goodput counts from here."""
+    self.reset(step)
+    self.start_step, self.start_time = step, self.time
+
+  def goodput(self, step: int) -> float:
+    elapsed = max(time.perf_counter() - self.start_time, 1e-9)
+    return (step - self.start_step) * self.tokens_per_step / elapsed
 
   def reset(self, step: int) -> None:
     self.step, self.time = step, time.perf_counter()
@@ -108,12 +120,14 @@ class StepLogger:
     step, device_metrics, counts = self.pending
     self.pending = None
     values = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    goodput = self.throughput.goodput(step)
     tokens_per_s, step_time = self.throughput.measure(step)
     values.update({
         'lr': float(self.lr_schedule(step - 1)),
         **counts,
         'tokens_per_s': tokens_per_s,
         'step_time_s': step_time,
+        'goodput_tokens_per_s': goodput,
         'flops_per_token': self.flops_per_token,
         'mfu': flops.mfu(tokens_per_s, self.flops_per_token, self.peak * jax.device_count()),
         'peak_flops_per_device': self.peak,
@@ -315,7 +329,7 @@ def train_loop(loop: Loop) -> bool:
       loop.guard.add(done, step_metrics)
       if index == start:  # the first step compiles; throughput counts from its end
         jax.block_until_ready(step_metrics)
-        loop.logger.throughput.reset(done)
+        loop.logger.throughput.start(done)
       loop.logger.flush()  # the step before this one, which has finished by now
       if done % cfg.log_every == 0 or done == cfg.steps:
         loop.logger.defer(done, step_metrics, loop.cursor.counts)

@@ -58,3 +58,19 @@ def test_cli_refuses_a_workdir_that_holds_a_run(tmp_path):
   proc, _ = _run(tmp_path)
   assert proc.returncode != 0 and 'already holds a run' in proc.stderr
   assert (workdir / 'metrics.jsonl').read_text() == '{"step": 1}\n'  # nothing lost
+
+
+def test_throughput_is_not_skewed_by_evaluations_and_saves(tmp_path):
+  # A save and an evaluation at every logged step: each must be left out of the step
+  # throughput (and counted in goodput), not divide one step's tokens by a sliver of time.
+  proc, workdir = _run(tmp_path, '--config.train.steps=12', '--config.train.log_every=1',
+                       '--config.train.eval_every=1', '--config.train.eval_batches=1',
+                       '--config.checkpoint.every_steps=1', '--config.train.sample_tokens=0')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  train = [r for r in records if 'tokens_per_s' in r][1:]  # after the compiling step
+  rates = np.array([r['tokens_per_s'] for r in train])
+  median = np.median(rates)
+  assert np.all(rates < 2 * median) and np.all(rates > median / 2), rates
+  goodput = train[-1]['goodput_tokens_per_s']
+  assert 0 < goodput < median  # the evaluations and saves cost wall time
