@@ -9,6 +9,15 @@ Run, then fit and report:
   python -m llmjax.sweep --config experiments/scaling/cpu_small.py --workdir runs/cpu_small
   python -m llmjax.scaling report runs/cpu_small
 List the trials with their size and cost first: add --dry_run.
+
+Variant `mup` (experiments/scaling/cpu_small.py:mup): the same trials under muP with base
+width 32 (the smallest size, where it equals sp), an untied head that starts at 0, and the
+LR tuned once at the base width (2^-7, the grid optimum of the 32-wide curves in
+experiments/scaling/mup_transfer.py, same data, shorter context) for every size, instead of
+one fixed LR that is only
+right for one width. How the fitted exponents change against the fixed-LR sweep has not
+been measured yet (the sweep takes about an hour on this CPU); run both and compare
+`python -m llmjax.scaling report` of each.
 """
 
 from llmjax import configs
@@ -19,7 +28,8 @@ BUDGETS = [1e12, 3e12, 1e13]  # training FLOPs C, by llmjax.flops
 
 
 def get_config(variant: str = ''):
-  del variant
+  if variant not in ('', 'mup'):
+    raise ValueError(f'unknown variant {variant!r}; known: mup')
   config = configs.defaults()
   config.model.vocab_size = 257  # V: 256 bytes and end-of-text
   config.model.max_len = 256  # context length
@@ -35,6 +45,12 @@ def get_config(variant: str = ''):
   config.train.sample_tokens = 0
   config.checkpoint.every_minutes = 2.0  # resumable; plus the last step
   config.checkpoint.keep_log_spaced = False
+  if variant == 'mup':
+    config.model.parametrization = 'mup'
+    config.model.mup_base_width = 32  # the smallest size of the ladder below
+    config.model.tie_embeddings = False
+    config.model.mup_readout_zero_init = True
+    config.optim.lr = 2.0**-7  # tuned at the base width; transferred to every width
   return config
 
 
