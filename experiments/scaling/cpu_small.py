@@ -11,12 +11,11 @@ Run, then fit and report:
 List the trials with their size and cost first: add --dry_run.
 
 Variant `mup` (experiments/scaling/cpu_small.py:mup): the same trials under muP with base
-width 32 (the smallest size, where it equals sp), an untied head that starts at 0, and the
-LR tuned once at the base width (2^-7, the grid optimum of the 32-wide curves in
-experiments/scaling/mup_transfer.py, same data, shorter context) for every size, instead
-of one fixed LR that is only right for one width. How the fitted exponents change against
-the fixed-LR sweep has not been measured yet (the sweep takes about an hour on this CPU); run both and compare
-`python -m llmjax.scaling report` of each.
+width 32 (the smallest size), an untied head that starts at 0, and one LR tuned at the base
+width (the optimum of mup's 32-wide curve in experiments/scaling/mup_transfer.py: same
+data, shorter context) for every size, instead of one fixed LR that is only right for one
+width. How the fitted exponents change against the fixed-LR sweep has not been measured
+(the sweep takes about an hour on this CPU): run both and compare their reports.
 """
 
 from llmjax import configs
