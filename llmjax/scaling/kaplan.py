@@ -14,6 +14,7 @@ import pandas as pd
 from llmjax.scaling import fit
 
 MIN_POINTS = 3  # distinct X for a law worth showing
+MAX_EXPONENT = 3.0  # |a| of an offset fit beyond which it fits a step, not a power law
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -58,6 +59,10 @@ def single_laws(pts: pd.DataFrame) -> tuple[dict[str, SingleLaw], dict[str, str]
       try:
         offset = fit.fit_power_law(chosen[variable], chosen['loss'], offset=True)
       except ValueError:
+        offset = None
+      if offset is not None and not -MAX_EXPONENT < offset.a < 0:
+        note += (f'; the offset fit is left out: its exponent {offset.a:.3g} is no scaling '
+                 'law (the points flatten onto a floor too fast)')
         offset = None
     laws[variable] = SingleLaw(variable, chosen, pure, offset, note)
   return laws, skipped

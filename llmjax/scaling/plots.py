@@ -87,6 +87,7 @@ def _band(ax, x, draws: np.ndarray, color, label: str | None = '95% bootstrap ba
 
 def _n_colorbar(fig, ax, mappable) -> None:
   bar = fig.colorbar(mappable, ax=ax, label='N (parameters)')
+  bar.ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
   bar.ax.yaxis.set_major_formatter(ticker.FuncFormatter(_tick_label))
   bar.ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
@@ -227,8 +228,10 @@ def plot_holdout(result, truth: float | None = None) -> Figure:
   ends = [min(p['loss'].min(), p['predicted'].min()), max(p['loss'].max(), p['predicted'].max())]
   ax.plot(ends, ends, 'k--', linewidth=1, label='y = x')
   truth_line(ax, truth, 'v')
+  margin = 0.15 * (ends[1] - ends[0])  # an interval spanning orders of magnitude is cut
   ax.set(xlabel=f'observed {LOSS}', ylabel=f'predicted {LOSS}',
-         title='Leave one budget out (bars: 95% interval)')
+         ylim=(ends[0] - margin, ends[1] + margin),
+         title='Leave one budget out (bars: 95% interval, cut at the frame)')
   ax.legend(fontsize='small')
   return fig
 
