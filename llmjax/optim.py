@@ -28,8 +28,6 @@ from llmjax.model import parametrization as pz
 from llmjax.model.config import ModelConfig
 from llmjax.model.transformer import parametrization_rules, pz_path
 
-OPTIMIZERS = ('adamw', 'adafactor', 'lion')
-SCHEDULES = ('cosine', 'wsd', 'constant', 'inverse_sqrt')
 WEIGHT_DECAY_MODES = ('auto', 'coupled', 'independent')
 
 
@@ -50,24 +48,63 @@ class OptimConfig:
   weight_decay_mode: str = 'auto'  # coupled | independent | auto (sp: coupled, else independent)
 
 
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+  """An optimizer kind: its update with weight decay inside (coupled decay), and its update
+  direction alone, for independent decay (None: the optimizer supports coupled only)."""
+  coupled: Callable[[OptimConfig, optax.Schedule, Callable], optax.GradientTransformation]
+  direction: Callable[[OptimConfig], optax.GradientTransformation] | None
+
+
+# One entry per optimizer: validation, the chain and the tests read this table.
+OPTIMIZERS: dict[str, Optimizer] = {
+    'adamw': Optimizer(
+        coupled=lambda c, lr, mask: optax.adamw(lr, c.b1, c.b2, c.eps,
+                                                weight_decay=c.weight_decay, mask=mask),
+        direction=lambda c: optax.scale_by_adam(c.b1, c.b2, c.eps)),
+    'adafactor': Optimizer(
+        coupled=lambda c, lr, mask: optax.adafactor(lr, weight_decay_rate=c.weight_decay or None,
+                                                    weight_decay_mask=mask),
+        direction=None),  # its updates are relative to the parameter scale
+    'lion': Optimizer(
+        coupled=lambda c, lr, mask: optax.lion(lr, c.b1, c.b2, weight_decay=c.weight_decay,
+                                               mask=mask),
+        direction=lambda c: optax.scale_by_lion(c.b1, c.b2)),
+}
+
+
+def _wsd(cfg: OptimConfig, rest: int, total_steps: int) -> optax.Schedule:
+  """Warmup-stable-decay: constant, then linear to lr * min_lr_ratio over the last steps."""
+  decay = max(int(round(cfg.decay_fraction * total_steps)), 1)
+  return optax.join_schedules(
+      [optax.constant_schedule(cfg.lr),
+       optax.linear_schedule(cfg.lr, cfg.lr * cfg.min_lr_ratio, decay)], [max(rest - decay, 0)])
+
+
+def _inverse_sqrt(cfg: OptimConfig, rest: int, total_steps: int) -> optax.Schedule:
+  del rest, total_steps
+  warmup = max(cfg.warmup_steps, 1)
+  # join_schedules also evaluates it before the warmup ends (at negative steps).
+  return lambda step: cfg.lr * jnp.sqrt(warmup / jnp.maximum(step + warmup, 1))
+
+
+# One entry per schedule: (config, steps after warmup, total steps) -> the schedule that
+# follows the linear warmup. Validation, `schedule` and the tests read this table.
+SCHEDULES: dict[str, Callable[[OptimConfig, int, int], optax.Schedule]] = {
+    'cosine': lambda cfg, rest, total: optax.cosine_decay_schedule(cfg.lr, rest,
+                                                                   alpha=cfg.min_lr_ratio),
+    'wsd': _wsd,
+    'constant': lambda cfg, rest, total: optax.constant_schedule(cfg.lr),
+    'inverse_sqrt': _inverse_sqrt,
+}
+
+
 def schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
   """Learning rate as a function of the step."""
-  warmup = optax.linear_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1))
-  final = cfg.lr * cfg.min_lr_ratio
-  rest = max(total_steps - cfg.warmup_steps, 1)
-  if cfg.schedule == 'constant':
-    after = optax.constant_schedule(cfg.lr)
-  elif cfg.schedule == 'cosine':
-    after = optax.cosine_decay_schedule(cfg.lr, rest, alpha=cfg.min_lr_ratio)
-  elif cfg.schedule == 'wsd':  # warmup-stable-decay: constant, then linear to `final`
-    decay = max(int(round(cfg.decay_fraction * total_steps)), 1)
-    after = optax.join_schedules(
-        [optax.constant_schedule(cfg.lr), optax.linear_schedule(cfg.lr, final, decay)],
-        [max(rest - decay, 0)])
-  elif cfg.schedule == 'inverse_sqrt':
-    after = lambda step: cfg.lr * jnp.sqrt(max(cfg.warmup_steps, 1) / (step + max(cfg.warmup_steps, 1)))
-  else:
+  if cfg.schedule not in SCHEDULES:
     raise ValueError(f'unknown schedule {cfg.schedule!r}; known: {", ".join(SCHEDULES)}')
+  warmup = optax.linear_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1))
+  after = SCHEDULES[cfg.schedule](cfg, max(total_steps - cfg.warmup_steps, 1), total_steps)
   return optax.join_schedules([warmup, after], [cfg.warmup_steps])
 
 
@@ -112,26 +149,6 @@ def scale_by_tensor(multipliers: dict[str, float] | None,
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def _direction(cfg: OptimConfig) -> optax.GradientTransformation:
-  if cfg.name == 'adamw':
-    return optax.scale_by_adam(cfg.b1, cfg.b2, cfg.eps)
-  if cfg.name == 'lion':
-    return optax.scale_by_lion(cfg.b1, cfg.b2)
-  raise ValueError(f'weight_decay_mode=independent supports adamw and lion, not {cfg.name!r}')
-
-
-def _coupled(cfg: OptimConfig, lr, decay_mask) -> optax.GradientTransformation:
-  if cfg.name == 'adamw':
-    return optax.adamw(lr, cfg.b1, cfg.b2, cfg.eps, weight_decay=cfg.weight_decay,
-                       mask=decay_mask)
-  if cfg.name == 'lion':
-    return optax.lion(lr, cfg.b1, cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask)
-  if cfg.name == 'adafactor':
-    return optax.adafactor(lr, weight_decay_rate=cfg.weight_decay or None,
-                           weight_decay_mask=decay_mask)
-  raise ValueError(f'unknown optimizer {cfg.name!r}; known: {", ".join(OPTIMIZERS)}')
-
-
 def make(cfg: OptimConfig, model_cfg: ModelConfig,
          total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimizer and its learning-rate schedule (chain order: module docstring)."""
@@ -145,10 +162,14 @@ def make(cfg: OptimConfig, model_cfg: ModelConfig,
     lr_mult = {path: r.lr for path, r in rules.items()}
     eps_mult = {path: r.eps for path, r in rules.items()}
   clip = optax.clip_by_global_norm(cfg.clip_norm) if cfg.clip_norm > 0 else optax.identity()
+  kind = OPTIMIZERS[cfg.name]
   if decay_mode(cfg, model_cfg) == 'coupled':
-    steps = [_coupled(cfg, lr, decay_mask), scale_by_tensor(lr_mult)]
+    steps = [kind.coupled(cfg, lr, decay_mask), scale_by_tensor(lr_mult)]
+  elif kind.direction is None:
+    raise ValueError(f'weight_decay_mode=independent is not defined for {cfg.name!r}; use '
+                     f'coupled')
   else:
-    steps = [_direction(cfg), scale_by_tensor(lr_mult),
+    steps = [kind.direction(cfg), scale_by_tensor(lr_mult),
              optax.add_decayed_weights(cfg.weight_decay, decay_mask),
              optax.scale_by_learning_rate(lr)]
   if eps_mult is not None and any(e != 1.0 for e in eps_mult.values()):

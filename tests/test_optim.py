@@ -1,6 +1,8 @@
 """Optimizers, schedules and the weight-decay mask."""
 
 import dataclasses
+import inspect
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -146,3 +148,20 @@ def test_completep_epsilon_is_adams_epsilon_times_the_tensors_multiplier(tiny_cf
     reference = optax.scale_by_adam(eps=eps * multiplier)
     expected = reference.update(g[path], reference.init(g[path]))[0]
     np.testing.assert_allclose(updates[path], -lr_mult * expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize('name', optim.SCHEDULES)
+def test_every_schedule_warms_up_to_the_peak_and_stays_in_range(name):
+  cfg = optim.OptimConfig(schedule=name, lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+  lr = optim.schedule(cfg, total_steps=100)
+  values = np.array([float(lr(step)) for step in range(101)])
+  assert values[0] == 0.0 and values[10] == pytest.approx(1e-3)
+  assert np.all(np.isfinite(values)) and np.all(values >= 0) and np.all(values <= 1e-3 * (1 + 1e-6))
+
+
+def test_option_lists_in_comments_and_readme_follow_the_registries():
+  readme = (pathlib.Path(__file__).resolve().parents[1] / 'README.md').read_text()
+  source = inspect.getsource(optim.OptimConfig)
+  for field, table in (('name', optim.OPTIMIZERS), ('schedule', optim.SCHEDULES)):
+    assert f'optim.{field}={"|".join(table)}' in readme, field
+    assert f'# {" | ".join(table)}' in source, field
