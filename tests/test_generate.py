@@ -229,6 +229,8 @@ def test_score_sums_the_log_softmax_of_the_full_forward(model):
     (dict(max_new_tokens=0), 'max_new_tokens must be >= 1, got 0'),
     (dict(chunk=0), 'chunk must be >= 1, got 0'),
     (dict(temperature=-1.0), 'temperature must be >= 0'),
+    (dict(temperature=float('nan')), 'temperature must be >= 0 and finite'),
+    (dict(temperature=float('inf')), 'temperature must be >= 0 and finite'),
     (dict(top_k=-2), 'top_k must be >= 0'),
     (dict(top_p=0.0), r'top_p must be in \(0, 1\]'),
     (dict(stop_tokens=[300]), r'stop token 300 is outside the vocabulary \[0, 257\)'),

@@ -176,8 +176,8 @@ def _check_ids(rows: list[np.ndarray], cfg: ModelConfig, what: str) -> None:
 
 
 def _sampling(cfg: ModelConfig, temperature, top_k, top_p, stop_tokens) -> _Sampling:
-  if temperature < 0:
-    raise ValueError(f'temperature must be >= 0 (0: greedy), got {temperature}')
+  if not temperature >= 0 or temperature == float('inf'):  # NaN fails every comparison
+    raise ValueError(f'temperature must be >= 0 and finite (0: greedy), got {temperature}')
   if top_k < 0:
     raise ValueError(f'top_k must be >= 0 (0: off), got {top_k}')
   if not 0.0 < top_p <= 1.0:
