@@ -14,7 +14,7 @@ from llmjax import optim, step
 from llmjax.model.config import ModelConfig, ladder_shape
 from llmjax.scaling import lr_transfer
 
-LOG2_LRS = [-10, -9, -8, -7, -6, -5, -4]
+LOG2_LRS = [-10, -9, -8, -7, -6, -5]
 WIDTHS = [32, 128]
 V, B, T, STEPS = 64, 8, 32, 150
 
@@ -63,6 +63,9 @@ def _final_loss(cfg: ModelConfig, lr: float, batches) -> float:
 
 @pytest.mark.slow
 def test_mup_transfers_the_best_lr_and_sp_does_not():
+  # Measured 2026-12-02 (final loss per log2 lr -10..-5): sp 32 best -6, sp 128 best -7;
+  # mup 32 and 128 both best at -5 (the grid's top: muP with a zero readout likes larger
+  # LRs), 8 minutes on a loaded 2-core CPU.
   batches = _bigram_batches()
   best = {}
   for kind in ('sp', 'mup'):
