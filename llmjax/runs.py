@@ -20,7 +20,7 @@ import jax
 import optax
 from flax import nnx
 
-from llmjax import checkpoint, configs, optim
+from llmjax import checkpoint, configs, metrics, optim
 from llmjax.data import synthetic, tokenizers
 from llmjax.model.config import ModelConfig
 from llmjax.model.transformer import Transformer
@@ -115,16 +115,7 @@ class RunFolder:
   def metrics_records(self) -> list[dict]:
     """metrics.jsonl as a list of records, oldest first; a torn last line (a kill
     mid-write) is left out."""
-    if not self.metrics_file.is_file():
-      return []
-    records = []
-    for line in self.metrics_file.read_text().splitlines():
-      if line.strip():
-        try:
-          records.append(json.loads(line))
-        except json.JSONDecodeError:
-          continue  # only a torn write; every complete record is kept
-    return records
+    return metrics.read_records(self.metrics_file) if self.metrics_file.is_file() else []
 
   @functools.cached_property
   def abstract_model(self) -> tuple[nnx.GraphDef, nnx.State]:

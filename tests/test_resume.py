@@ -218,6 +218,15 @@ def test_a_full_disk_keeps_older_checkpoints_and_fails_visibly(tmp_path, monkeyp
   assert sorted(_losses(tmp_path / 'run')) == list(range(1, 13))  # training went on
 
 
+def test_init_from_a_run_of_another_shape_is_refused_before_anything_is_written(finished,
+                                                                              tmp_path):
+  proc = _run(tmp_path / 'new', '--config.model.d_model=48', f'--config.init_from={finished}')
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert 'config.init_from' in proc.stderr and 'other parameter shapes' in proc.stderr
+  assert 'embed.embedding' in proc.stderr  # names a parameter that differs
+  assert not (tmp_path / 'new').exists()
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_moments_resumes_bitwise(tmp_path):
   """Ten kills at uniformly random moments of a run (during compilation, mid-step, mid-save,
@@ -240,3 +249,4 @@ def test_kill_9_at_random_moments_resumes_bitwise(tmp_path):
     resumed = _run(workdir, *flags)
     assert resumed.returncode == 0, (trial, resumed.stderr[-3000:])
     assert _losses(workdir) == expected, trial
+
