@@ -179,8 +179,9 @@ def test_tiny_synthetic_sweep_end_to_end_flags(tmp_path):
   flagged = {f.code for _, f in free.all_flags()}
   assert flagged & _AT_BOUND or 'truth_outside_interval' in flagged, flagged
   summary = (tmp_path / 'free' / 'summary.md').read_text()
-  assert '**Warnings:**' in summary and 'Not run: no budget could be held out' in summary
+  assert '**Warnings:**' in summary and '## Out of sample' in summary and 'Not run: ' in summary
   fixed = report.write_report(table, tmp_path / 'fixed', bootstrap=20, fix={'E': truth})
+  assert 'no budget could be held out' in fixed.not_checked['leave-one-budget-out']
   codes = {f.code for f in fixed.flags['Approach 3']}
   assert not codes & _AT_BOUND, codes
   assert any(c.endswith('_interval_wide') or c == 'bootstrap_unfitted' for c in codes), codes
