@@ -150,7 +150,9 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path):
   assert row.steps_done == row.steps == 60
   assert (table.N > 0).all() and (table.C > 0).all() and table.eval_loss.notna().all()
   assert np.allclose(table.C, table.budget, rtol=0.02)
-  np.testing.assert_allclose(table.data_optimal_loss, 1.497632, rtol=1e-5)
+  # The :tiny source's Bayes-optimal loss; changes when its synthetic spec or the chain's
+  # construction changes.
+  np.testing.assert_allclose(table.data_optimal_loss, 1.593250, rtol=1e-5)
   assert table.git_commit.str.len().min() >= 40 and table.config_hash.nunique() == 6
   assert (table.eval_loss > table.data_optimal_loss).all()  # no model beats the entropy
 
