@@ -1,7 +1,8 @@
 """What a rerun in an existing run folder may change, and the folder's config history.
 
-Resume is automatic: the same command in the same --workdir continues the run. A rerun
-whose config differs from the folder's `config.json` is judged per field:
+Resume is automatic: the same command in the same --workdir continues the run (a folder
+stopped before its first checkpoint starts again, with any config). A rerun whose config
+differs from the folder's `config.json` is judged per field:
 
   model, data, optim.name   never: another model, data order or optimizer state is another
                             run (use a new --workdir, with init_from to warm-start)
@@ -67,6 +68,8 @@ def problem(workdir: pathlib.Path, resolved: dict, allowed: set[str]) -> str | N
   if run.imported:
     return (f'{workdir} holds a model imported by llmjax.convert; train from it in a new '
             f'--workdir with --config.init_from={workdir}')
+  if not run.steps:
+    return None  # stopped before its first checkpoint: it starts again (its config is kept)
   for field, old, new in changes(saved, resolved):
     if _covered(field, FREE):
       continue
