@@ -91,7 +91,7 @@ class Checkpointer:
                                          item_names=('state', 'data', 'config'))
     self._checksums = self.workdir / 'checkpoint_checksums'
     self._unrecorded: list[int] = []  # saved steps whose files are not hashed yet
-    self._lock = threading.Lock()  # _unrecorded is shared with orbax's thread
+    self._lock = threading.Lock()  # _unrecorded is shared with the hashing thread
     self._in_flight: int | None = None  # the step orbax may still be writing
     self.failed_saves: list[str] = []
     self._last_save_time = time.monotonic()
