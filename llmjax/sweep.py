@@ -21,7 +21,7 @@ from ml_collections import config_flags
 
 from llmjax import configs, distributed
 from llmjax.scaling import results, runner
-from llmjax.scaling import sweep as sweep_lib
+from llmjax.scaling import grids
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Sweep file with get_config() and '
                                           'get_sweep().', lock_config=True)
@@ -34,7 +34,7 @@ _COUNT = flags.DEFINE_bool('count', False, 'Print the number of trials and exit.
 _RESULTS = flags.DEFINE_bool('results', False, 'Only rebuild the results table.')
 
 
-def _select(trials: list[sweep_lib.Trial]) -> list[sweep_lib.Trial]:
+def _select(trials: list[grids.Trial]) -> list[grids.Trial]:
   if _TRIAL_INDEX.value is not None:
     if not 0 <= _TRIAL_INDEX.value < len(trials):
       raise configs.ConfigError(f'--trial_index={_TRIAL_INDEX.value}: the sweep has '
@@ -53,7 +53,7 @@ def _print_plan(workdir: pathlib.Path, sw: runner.SweepSpec) -> None:
   print(f'{"#":>3}  {"trial":<24} {"N":>13} {"N_non_emb":>13} {"D":>10} {"C (FLOPs)":>10} '
         f'{"D/N":>6}  status')
   for i, trial in enumerate(sw.trials):
-    row = sweep_lib.describe(sw.base, trial)
+    row = grids.describe(sw.base, trial)
     status = runner.read_status(workdir, trial.name)['status'] if workdir else ''
     print(f'{i:>3}  {trial.name:<24} {row["N"]:>13,} {row["N_nonembedding"]:>13,} '
           f'{row["D"]:>10.3g} {row["C"]:>10.3g} {row["D"] / row["N"]:>6.1f}  {status}')

@@ -76,7 +76,7 @@ def make_tiny_run(root: pathlib.Path) -> pathlib.Path:
 SWEEP_FILE = """
 import importlib.util
 
-from llmjax.scaling import sweep
+from llmjax.scaling import grids
 
 _spec = importlib.util.spec_from_file_location('_synthetic', {source!r})
 _synthetic = importlib.util.module_from_spec(_spec)
@@ -95,8 +95,8 @@ def get_config(variant=''):
 
 
 def get_sweep(variant=''):
-  sizes = sweep.model_sizes([(32, 1), (48, 1)])
-  return sweep.isoflop(get_config(variant), [3e8, 6e8, 1.2e9], sizes, min_steps=3,
+  sizes = grids.model_sizes([(32, 1), (48, 1)])
+  return grids.isoflop(get_config(variant), [3e8, 6e8, 1.2e9], sizes, min_steps=3,
                        warmup_fraction=None)
 """
 

@@ -15,7 +15,7 @@ from flax import nnx
 from llmjax import configs
 from llmjax.model.transformer import Transformer
 from llmjax.scaling import report, results, runner
-from llmjax.scaling import sweep as sweep_lib
+from llmjax.scaling import grids
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / 'experiments' / 'scaling'
@@ -35,7 +35,7 @@ def _load(spec: str, **overrides) -> runner.SweepSpec:
 def test_isoflop_trials_match_their_budget(name):
   sw = _load(str(SWEEPS / name))
   for trial in sw.trials:
-    row = sweep_lib.describe(sw.base, trial)
+    row = grids.describe(sw.base, trial)
     assert abs(row['C'] / row['budget'] - 1) < 0.01, (trial.name, row['C'], row['budget'])
   budgets = {t.tags['budget'] for t in sw.trials}
   assert len(budgets) >= 3
@@ -66,48 +66,48 @@ def test_chinchilla_trials_build_and_evaluate_shapes():
   for model_cfg in sizes:
     abstract = nnx.eval_shape(lambda cfg=model_cfg: Transformer(cfg, nnx.Rngs(0)))
     count = sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
-    row = sweep_lib.describe(sw.base, next(t for t in sw.trials if t.name == sizes[model_cfg]))
+    row = grids.describe(sw.base, next(t for t in sw.trials if t.name == sizes[model_cfg]))
     assert count == row['N']  # the closed-form count is the model's
-  n = sorted(row['N_nonembedding'] for row in map(lambda t: sweep_lib.describe(sw.base, t),
+  n = sorted(row['N_nonembedding'] for row in map(lambda t: grids.describe(sw.base, t),
                                                    sw.trials))
   assert n[0] < 12e6 and n[-1] > 1e9  # 10M to 1B+ non-embedding parameters
 
 
 def test_grids_cross_and_zip():
-  lrs = sweep_lib.grid('optim.lr', [1e-3, 3e-3])
-  sizes = sweep_lib.model_sizes(['ladder-64x2', (128, 4)])
-  crossed = sweep_lib.cross(sizes, lrs)
+  lrs = grids.grid('optim.lr', [1e-3, 3e-3])
+  sizes = grids.model_sizes(['ladder-64x2', (128, 4)])
+  crossed = grids.cross(sizes, lrs)
   assert [t.name for t in crossed] == ['64x2_lr0.001', '64x2_lr0.003', '128x4_lr0.001',
                                        '128x4_lr0.003']
   assert crossed[3].overrides['optim.lr'] == 3e-3 and crossed[3].overrides['model.d_model'] == 128
-  zipped = sweep_lib.zip_trials(sizes, lrs)
+  zipped = grids.zip_trials(sizes, lrs)
   assert [t.name for t in zipped] == ['64x2_lr0.001', '128x4_lr0.003']
   base = configs.defaults()
-  budgets = sweep_lib.token_budgets(base, [1e6, 2e6])
+  budgets = grids.token_budgets(base, [1e6, 2e6])
   assert [t.overrides['train.steps'] for t in budgets] == [122, 244]  # 1e6 / (32 x 256)
   with pytest.raises(ValueError, match=r"both set \['optim.lr'\]"):
-    sweep_lib.cross(lrs, lrs)
+    grids.cross(lrs, lrs)
   with pytest.raises(ValueError, match='different lengths'):
-    sweep_lib.zip_trials(sizes, lrs[:1])
+    grids.zip_trials(sizes, lrs[:1])
   with pytest.raises(ValueError, match="unknown model preset 'ladder-7x7'"):
-    sweep_lib.model_sizes(['ladder-7x7'])
+    grids.model_sizes(['ladder-7x7'])
 
 
 def test_bad_sweeps_are_refused():
   base = configs.defaults()
   with pytest.raises(configs.ConfigError, match="trial name 'a' is used by 2 trials"):
-    sweep_lib.check_names([sweep_lib.Trial('a', {}), sweep_lib.Trial('a', {})])
+    grids.check_names([grids.Trial('a', {}), grids.Trial('a', {})])
   with pytest.raises(configs.ConfigError, match='not a valid folder name'):
-    sweep_lib.check_names([sweep_lib.Trial('a/b', {})])
+    grids.check_names([grids.Trial('a/b', {})])
   with pytest.raises(configs.ConfigError, match=r"trial 'x': override optim.lrr=0.1: unknown key"):
-    sweep_lib.trial_config(base, sweep_lib.Trial('x', {'optim.lrr': 0.1}))
-  bad = runner.SweepSpec('inline', base, [sweep_lib.Trial('ok', {}),
-                                      sweep_lib.Trial('neg', {'train.steps': -1})])
+    grids.trial_config(base, grids.Trial('x', {'optim.lrr': 0.1}))
+  bad = runner.SweepSpec('inline', base, [grids.Trial('ok', {}),
+                                      grids.Trial('neg', {'train.steps': -1})])
   with pytest.raises(configs.ConfigError, match=r"trial 'neg':\n  config.train.steps: must be "
                                                 r"positive"):
     runner.build_all(bad, num_devices=1)
   with pytest.raises(ValueError, match='no size gets 50 steps'):
-    sweep_lib.isoflop(base, [1e3], sweep_lib.model_sizes(['ladder-64x2']))
+    grids.isoflop(base, [1e3], grids.model_sizes(['ladder-64x2']))
 
 
 def _sweep_cli(workdir, *args):
@@ -171,8 +171,8 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path):
 @pytest.mark.slow
 def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
   sw = _load(TINY)
-  trials = [sweep_lib.Trial('nan', {**sw.trials[0].overrides, 'train.inject_nan_at_step': 3}),
-            sweep_lib.Trial('fine', dict(sw.trials[0].overrides))]
+  trials = [grids.Trial('nan', {**sw.trials[0].overrides, 'train.inject_nan_at_step': 3}),
+            grids.Trial('fine', dict(sw.trials[0].overrides))]
   sw = runner.SweepSpec(sw.config_file, sw.base, trials)
   runner.write_manifest(tmp_path, sw, [])
   statuses = runner.run(tmp_path, sw, runner.build_all(sw, jax.device_count()), sw.trials)
@@ -182,7 +182,7 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
   assert 'non-finite training loss' in failed.error and 'step 3' in failed.error
 
   # Editing a trial that already ran is refused rather than mixing two configs in one folder.
-  edited = runner.SweepSpec(sw.config_file, sw.base, [sweep_lib.Trial(
+  edited = runner.SweepSpec(sw.config_file, sw.base, [grids.Trial(
       'fine', {**trials[1].overrides, 'optim.lr': 1e-2})])
   with pytest.raises(configs.ConfigError, match="trial 'fine' in .* was run with a different"):
     runner.run(tmp_path, edited, {'fine': runner.build_all(edited, jax.device_count())['fine']},

@@ -15,7 +15,7 @@ See the trials: python -m llmjax.sweep --config experiments/scaling/chinchilla.p
 """
 
 from llmjax import configs
-from llmjax.scaling import sweep
+from llmjax.scaling import grids
 
 SIZES = ['ladder-384x6', 'ladder-512x8', 'ladder-640x10', 'ladder-768x12', 'ladder-1024x16',
          'ladder-1536x20', 'ladder-2048x24']
@@ -51,5 +51,5 @@ def get_config(variant: str = ''):
 
 def get_sweep(variant: str = ''):
   config = get_config(variant)
-  return sweep.isoflop(config, BUDGETS, sweep.model_sizes(SIZES), min_steps=200,
+  return grids.isoflop(config, BUDGETS, grids.model_sizes(SIZES), min_steps=200,
                        tokens_per_param=(2, 400))

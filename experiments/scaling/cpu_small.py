@@ -19,7 +19,7 @@ width. How the fitted exponents change against the fixed-LR sweep has not been m
 """
 
 from llmjax import configs
-from llmjax.scaling import sweep
+from llmjax.scaling import grids
 
 SIZES = [(32, 1), (48, 2), (64, 2), (96, 3), (128, 4), (192, 4)]  # (d_model, num_layers)
 BUDGETS = [1e12, 3e12, 1e13]  # training FLOPs C, by llmjax.flops
@@ -54,5 +54,5 @@ def get_config(variant: str = ''):
 
 def get_sweep(variant: str = ''):
   config = get_config(variant)
-  sizes = sweep.model_sizes(SIZES)  # model shape fields only, by the ladder rule
-  return sweep.isoflop(config, BUDGETS, sizes, min_steps=50, tokens_per_param=(0.4, 700))
+  sizes = grids.model_sizes(SIZES)  # model shape fields only, by the ladder rule
+  return grids.isoflop(config, BUDGETS, sizes, min_steps=50, tokens_per_param=(0.4, 700))

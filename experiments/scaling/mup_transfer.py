@@ -25,7 +25,7 @@ pystdlib, 28 trials, 2-core Xeon shared with other jobs, 2026-12-02, about 45 mi
 
 from llmjax import configs
 from llmjax.model.config import ladder_shape
-from llmjax.scaling import sweep
+from llmjax.scaling import grids
 
 BASE_WIDTH = 32  # muP base: the smallest width, where mup equals sp
 VARIANTS = {
@@ -73,11 +73,11 @@ def get_config(variant: str = ''):
   return config
 
 
-def _parametrizations() -> list[sweep.Trial]:
+def _parametrizations() -> list[grids.Trial]:
   # Under sp the mup fields stay at their defaults (validation refuses them there).
-  return [sweep.Trial('sp', {'model.parametrization': 'sp', 'model.mup_base_width': 0},
+  return [grids.Trial('sp', {'model.parametrization': 'sp', 'model.mup_base_width': 0},
                       {'parametrization': 'sp'}),
-          sweep.Trial('mup', {'model.parametrization': 'mup',
+          grids.Trial('mup', {'model.parametrization': 'mup',
                               'model.mup_base_width': BASE_WIDTH,
                               'model.mup_readout_zero_init': True},
                       {'parametrization': 'mup'})]
@@ -85,9 +85,9 @@ def _parametrizations() -> list[sweep.Trial]:
 
 def get_sweep(variant: str = ''):
   v = _variant(variant)
-  widths = [sweep.Trial(f'w{d}', {f'model.{k}': val for k, val in
+  widths = [grids.Trial(f'w{d}', {f'model.{k}': val for k, val in
                                   ladder_shape(d, v['depth']).items()}, {'width': d})
             for d in v['widths']]
-  lrs = sweep.grid('optim.lr', [2.0**e for e in v['log2_lrs']])
-  return sweep.cross(_parametrizations(), widths, lrs)
+  lrs = grids.grid('optim.lr', [2.0**e for e in v['log2_lrs']])
+  return grids.cross(_parametrizations(), widths, lrs)
 

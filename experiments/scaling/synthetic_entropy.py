@@ -40,7 +40,7 @@ entropy no parameter is at a bound and the flags name the intervals it cannot re
 """
 
 from llmjax import configs
-from llmjax.scaling import sweep
+from llmjax.scaling import grids
 
 # Rows are whole documents (doc_len = seq_len), so optimal_loss is exactly what a
 # predictor seeing each row from its start can reach.
@@ -80,7 +80,7 @@ def get_config(variant: str = ''):
 def get_sweep(variant: str = ''):
   config = get_config(variant)
   if variant == 'tiny':  # 3 sizes x 2 budgets, 20 to 80 steps each
-    sizes = sweep.model_sizes([(32, 1), (48, 1), (64, 1)])
-    return sweep.isoflop(config, [3e9, 6e9], sizes, min_steps=20)
-  return sweep.isoflop(config, BUDGETS, sweep.model_sizes(SIZES), min_steps=50,
+    sizes = grids.model_sizes([(32, 1), (48, 1), (64, 1)])
+    return grids.isoflop(config, [3e9, 6e9], sizes, min_steps=20)
+  return grids.isoflop(config, BUDGETS, grids.model_sizes(SIZES), min_steps=50,
                        tokens_per_param=(2, 1000))

@@ -181,7 +181,3 @@ class Attention(nnx.Module):
     if self.cfg.use_bias:
       y = y + self.bo[...].astype(dtype)
     return y
-
-  # Old private names, kept until llmjax/analysis/activations.py calls the public ones.
-  _project = project
-  _output = output

@@ -29,7 +29,7 @@ from ml_collections import config_dict
 
 from llmjax import configs, train
 from llmjax.data.sources import DataError
-from llmjax.scaling import sweep as sweep_lib
+from llmjax.scaling import grids
 
 DONE, FAILED, RUNNING, INTERRUPTED, PENDING = 'done', 'failed', 'running', 'interrupted', 'pending'
 # The sections that define what a trial computes; mesh, metrics and checkpoint settings may
@@ -42,7 +42,7 @@ class SweepSpec:
   """A sweep as its file defines it: the base config and the trials over it."""
   config_file: str  # the experiment file, with its ':variant' if any
   base: config_dict.ConfigDict  # get_config() with command-line overrides applied
-  trials: list[sweep_lib.Trial]
+  trials: list[grids.Trial]
 
 
 def load(config_file: str, base: config_dict.ConfigDict | None = None) -> SweepSpec:
@@ -57,10 +57,10 @@ def load(config_file: str, base: config_dict.ConfigDict | None = None) -> SweepS
   spec.loader.exec_module(module)
   if not hasattr(module, 'get_sweep'):
     raise configs.ConfigError(f'{path} has no get_sweep(); a sweep file defines get_config() '
-                              f'and get_sweep() returning a list of sweep.Trial')
+                              f'and get_sweep() returning a list of grids.Trial')
   args = (variant,) if variant else ()
   trials = list(module.get_sweep(*args))
-  sweep_lib.check_names(trials)
+  grids.check_names(trials)
   return SweepSpec(config_file, base if base is not None else module.get_config(*args), trials)
 
 
@@ -69,7 +69,7 @@ def build_all(sw: SweepSpec, num_devices: int) -> dict[str, configs.Experiment]:
   experiments, problems = {}, []
   for trial in sw.trials:
     try:
-      experiments[trial.name] = configs.build(sweep_lib.trial_config(sw.base, trial), num_devices)
+      experiments[trial.name] = configs.build(grids.trial_config(sw.base, trial), num_devices)
     except configs.ConfigError as e:
       problems.append(f'trial {trial.name!r}:\n  ' + str(e).replace('\n', '\n  '))
   if problems:
@@ -95,13 +95,13 @@ def config_hash(exp: configs.Experiment) -> str:
 
 def write_manifest(workdir: pathlib.Path, sw: SweepSpec, overrides: list[str]) -> None:
   """sweep.json: everything a cluster script needs to fan the sweep out."""
-  rows = [{'index': i, **sweep_lib.describe(sw.base, t), 'overrides': dict(t.overrides)}
+  rows = [{'index': i, **grids.describe(sw.base, t), 'overrides': dict(t.overrides)}
           for i, t in enumerate(sw.trials)]
   manifest = {'config': sw.config_file, 'overrides': overrides, 'trials': rows}
   _write_json(workdir / 'sweep.json', manifest)
 
 
-def run_trial(workdir: pathlib.Path, trial: sweep_lib.Trial, exp: configs.Experiment) -> str:
+def run_trial(workdir: pathlib.Path, trial: grids.Trial, exp: configs.Experiment) -> str:
   """Trains one trial to completion (resuming if it was interrupted); returns its status.
 
   Errors of the trial itself (bad data, a non-finite halt, a crash) mark it failed with
@@ -143,11 +143,11 @@ def run_trial(workdir: pathlib.Path, trial: sweep_lib.Trial, exp: configs.Experi
 
 
 def run(workdir: pathlib.Path, sw: SweepSpec, experiments: dict[str, configs.Experiment],
-        selected: list[sweep_lib.Trial]) -> dict[str, str]:
+        selected: list[grids.Trial]) -> dict[str, str]:
   """Runs the selected trials that are not done, in order; stops early on a preemption.
   Returns each selected trial's status."""
   _check_unchanged(workdir, selected, experiments)
-  costs = {t.name: sweep_lib.describe(sw.base, t)['C'] for t in selected}
+  costs = {t.name: grids.describe(sw.base, t)['C'] for t in selected}
   statuses = {t.name: read_status(workdir, t.name)['status'] for t in selected}
   todo = [t for t in selected if statuses[t.name] != DONE]
   total = sum(costs[t.name] for t in todo)
@@ -169,7 +169,7 @@ def run(workdir: pathlib.Path, sw: SweepSpec, experiments: dict[str, configs.Exp
   return statuses
 
 
-def _check_unchanged(workdir: pathlib.Path, trials: list[sweep_lib.Trial],
+def _check_unchanged(workdir: pathlib.Path, trials: list[grids.Trial],
                      experiments: dict[str, configs.Experiment]) -> None:
   """A trial folder holds one config: a trial edited after it ran must get a new name
   (its old results would otherwise be mistaken for the new config's)."""

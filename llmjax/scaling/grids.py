@@ -3,8 +3,8 @@
 An experiment file defines `get_config()` and, beside it, `get_sweep()` returning a
 list of `Trial`s built with the helpers here:
 
-  sizes = sweep.model_sizes(['ladder-64x2', 'ladder-128x4', (192, 4)])
-  return sweep.isoflop(config, budgets=[1e12, 3e12], sizes=sizes)
+  sizes = grids.model_sizes(['ladder-64x2', 'ladder-128x4', (192, 4)])
+  return grids.isoflop(config, budgets=[1e12, 3e12], sizes=sizes)
 
 A trial's overrides are 'section.field' paths into the base config; its tags
 (IsoFLOP budget, size label) are not config but travel into the results table.
