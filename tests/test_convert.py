@@ -345,8 +345,10 @@ def test_a_mup_model_exports_with_its_multipliers_folded(tmp_path, cfg, parametr
 
 
 def test_a_multiplier_that_cannot_be_folded_is_named(tmp_path):
+  # The base keeps the model's head dim, so only a non-unit attention multiplier makes a
+  # score factor other than 1/sqrt(H), which qk_norm would cancel in the query projection.
   cfg = dataclasses.replace(LLAMA_LIKE, parametrization='mup', mup_base_width=24, qk_norm=True,
-                            num_kv_heads=2)
+                            num_kv_heads=2, mup_attn_mult=2.0)
   model = nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))
   with pytest.raises(hf_config.ConversionError, match='qk_norm would undo it'):
     hf.save_hf(model, tmp_path / 'out')
