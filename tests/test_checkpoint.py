@@ -42,6 +42,7 @@ def _checkpoint_steps(workdir) -> list[int]:
   return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.exists() else []
 
 
+@pytest.mark.slow  # test_resume.py's ten random kills cover it in the default suite's place
 def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
   flags = ['--config.train.steps=30', '--config.checkpoint.every_steps=5',
            '--config.checkpoint.keep_log_spaced=False']

@@ -137,6 +137,7 @@ def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(finished, tmp
   assert not (workdir / '.lock').exists()
 
 
+@pytest.mark.slow  # two live trainings; the stale-lock test covers refusal in the default suite
 def test_two_live_runs_in_one_folder(tmp_path):
   workdir = tmp_path / 'run'
   first = subprocess.Popen([*TINY, f'--workdir={workdir}', '--config.train.steps=100000'],
