@@ -211,21 +211,23 @@ def text_files_sources(pattern: str, data_dir: pathlib.Path, text_key: str, eval
   fingerprint = f'files-{digest.hexdigest()[:16]}'
 
   def load_splits():
-    docs = []
+    docs, empty = [], []
     for p in paths:
       data = _read(p)
       if p.suffix == '.jsonl':
         records = _jsonl_texts(p, data, text_key)
-        if not records:
-          raise ValueError(f'{p} holds no records; remove it or narrow files:{pattern}')
         docs += records
+        if not records:
+          empty.append(p)
       elif not data.strip():
-        raise ValueError(f'{p} is empty; remove it or narrow files:{pattern}')
+        empty.append(p)  # no document (a package's empty __init__.py, say): left out
       else:
         docs.append((str(p), data))
     if len(docs) < 2:
-      raise ValueError(f'files:{pattern} holds {len(docs)} document(s); need 2 or more '
-                       f'to hold some out for evaluation')
+      left_out = (f' ({len(empty)} empty file(s) left out: {empty[0]} is empty'
+                  f'{" and more" if len(empty) > 1 else ""})' if empty else '')
+      raise ValueError(f'files:{pattern} holds {len(docs)} document(s){left_out}; need 2 or '
+                       f'more to hold some out for evaluation')
     return pystdlib.split_documents(docs, eval_fraction, split_seed)
 
   sources = build('text_files', fingerprint, data_dir, load_splits)
