@@ -14,7 +14,7 @@ from safetensors.numpy import load_file, save_file
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
-from llmjax import configs, runs, train  # noqa: E402
+from llmjax import configs, runs, train, warmstart  # noqa: E402
 from llmjax.convert import hf, hf_config  # noqa: E402
 from llmjax.convert.__main__ import main as convert_main  # noqa: E402
 from llmjax.data import pipeline  # noqa: E402
@@ -219,9 +219,11 @@ def test_warm_start_from_a_hugging_face_folder(tmp_path, capsys):
   assert first['step'] == 1
   np.testing.assert_allclose(first['loss'], hf_loss, rtol=1e-5)
 
-  with pytest.raises(configs.ConfigError, match=r'config.init_from: .* holds a different model '
-                     r'than config.model:\n  model.num_layers: run 3, hf 2'):
-    configs.build(_warm_start_config(folder, num_layers=3), jax.device_count())
+  # Checked before anything is written (python -m llmjax.main prints it as config.init_from).
+  other = configs.build(_warm_start_config(folder, num_layers=3), jax.device_count())
+  with pytest.raises(hf_config.ConversionError, match=r'holds a different model than '
+                     r'config.model:\n  model.num_layers: run 3, hf 2'):
+    warmstart.check(other.init_from, other.model)
 
 
 @pytest.mark.parametrize('hf_cfg, message', [
