@@ -183,7 +183,7 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
 
   # Editing a trial that already ran is refused rather than mixing two configs in one folder.
   edited = runner.SweepSpec(sw.config_file, sw.base, [grids.Trial(
-      'fine', {**trials[1].overrides, 'optim.lr': 1e-2})])
+      'fine', {**trials[1].overrides, 'optim.lr': 3e-2})])  # the base's lr is 1e-2
   with pytest.raises(configs.ConfigError, match="trial 'fine' in .* was run with a different"):
     runner.run(tmp_path, edited, {'fine': runner.build_all(edited, jax.device_count())['fine']},
                edited.trials)
