@@ -62,7 +62,6 @@ class Throughput:
 
   def __init__(self, tokens_per_step: int):
     self.tokens_per_step = tokens_per_step
-    self.reset(0)
     self.start(0)
 
   def start(self, step: int) -> None:
