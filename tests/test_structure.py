@@ -14,8 +14,10 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'llmjax'
 LAYERS = {
     'llmjax.main': 9, 'llmjax.sweep': 9, 'llmjax.tokenizer': 9, 'llmjax.generate.cli': 9,
     'llmjax.generate.__main__': 9, 'llmjax.convert.__main__': 9, 'llmjax.scaling.__main__': 9,
+    'llmjax.eval.cli': 9, 'llmjax.eval.__main__': 9,
     'llmjax.analysis': 8,  # notebooks' library: reads runs and sweeps
     'llmjax.scaling': 7, 'llmjax.convert.run_folder': 7, 'llmjax.aot': 7,  # many runs, or one
+    'llmjax.eval': 7,  # downstream tasks scored on a run folder's checkpoints
     'llmjax.train': 6,  # the loop
     'llmjax.warmstart': 5,  # init_from: a run folder or a Hugging Face folder
     'llmjax.resume': 5,  # what a rerun may change; the folder's config history
