@@ -20,9 +20,10 @@ from ml_collections import config_dict, config_flags
 
 from llmjax import optim, sharding
 from llmjax.checkpoint import CheckpointConfig
-from llmjax.data import pipeline, sources, synthetic
+from llmjax.data import domains, pipeline, sources, synthetic
 from llmjax.metrics import MetricsConfig
 from llmjax.model import config as model_config
+from llmjax.model import options
 from llmjax.model import parametrization
 from llmjax.model.config import ModelConfig
 from llmjax.optim import OptimConfig
@@ -35,6 +36,13 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  # Named held-out sets evaluated at every train.eval_every (eval/NAME/loss, bits_per_byte):
+  # NAME=SOURCE entries, or a bare stdlib_code | stdlib_tests | stdlib_text (data.domains).
+  domains: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class Experiment:
   model: ModelConfig
   data: pipeline.DataConfig
@@ -43,6 +51,7 @@ class Experiment:
   mesh: MeshConfig
   metrics: MetricsConfig
   checkpoint: CheckpointConfig
+  eval: EvalConfig = EvalConfig()
   init_from: str = ''  # warm start: another run's WORKDIR[:STEP], or hf:PATH
 
 
@@ -298,10 +307,10 @@ def _positive(errors, field: str, value) -> None:
 
 def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> None:
   m, d, o, t = exp.model, exp.data, exp.optim, exp.train
-  _choice(errors, 'model.norm', m.norm, model_config.NORMS)
-  _choice(errors, 'model.positions', m.positions, model_config.POSITIONS)
-  _choice(errors, 'model.mlp', m.mlp, model_config.MLPS)
-  _choice(errors, 'model.remat', m.remat, model_config.REMAT_POLICIES)
+  _choice(errors, 'model.norm', m.norm, options.NORMS)
+  _choice(errors, 'model.positions', m.positions, options.POSITIONS)
+  _choice(errors, 'model.mlp', m.mlp, options.MLPS)
+  _choice(errors, 'model.remat', m.remat, options.REMAT_POLICIES)
   _choice(errors, 'model.attention_impl', m.attention_impl, model_config.ATTENTION_IMPLS)
   _choice(errors, 'model.param_dtype', m.param_dtype, model_config.DTYPES)
   _choice(errors, 'model.dtype', m.dtype, model_config.DTYPES)
@@ -327,7 +336,7 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
   if m.num_heads % m.num_kv_heads:
     errors.append(f'config.model.num_heads={m.num_heads} is not divisible by '
                   f'model.num_kv_heads={m.num_kv_heads}')
-  if m.positions == 'rope' and m.head_dim % 2:
+  if options.POSITIONS[m.positions].rotary and m.head_dim % 2:
     errors.append(f'config.model.head_dim={m.head_dim} must be even for rope positions')
   if not 0.0 <= m.dropout < 1.0:
     errors.append(f'config.model.dropout={m.dropout} must be in [0, 1)')
@@ -352,6 +361,7 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
     errors.append(f'config.optim.no_decay_groups: unknown groups {sorted(unknown_groups)}; '
                   f'known: {", ".join(parametrization.GROUPS)}')
   _check_parametrization(exp, errors)
+  errors += [f'config.{p}' for p in domains.problems(exp.eval.domains, d)]
   _check_mesh(exp, num_devices, errors)
 
 

@@ -12,24 +12,33 @@ Embedding lookups, norms, activations and softmax are not counted. The factor 3
 (MFU, not hardware FLOP utilization).
 """
 
+import json
+import os
+import pathlib
+import platform
 import time
 
 import jax
 import jax.numpy as jnp
 
+from llmjax.model import options
 from llmjax.model.config import ModelConfig
+
+
+def _norm_width(cfg: ModelConfig) -> int:
+  return 2 if options.NORMS[cfg.norm].bias else 1  # scale (and bias) per feature
 
 
 def _layer_matmul_params(cfg: ModelConfig) -> int:
   d, n, k, h, f = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
   attention = d * n * h + 2 * d * k * h + n * h * d
-  mlp = (3 if cfg.mlp == 'swiglu' else 2) * d * f
+  mlp = (3 if options.MLPS[cfg.mlp].gated else 2) * d * f
   return attention + mlp
 
 
 def _layer_vector_params(cfg: ModelConfig) -> int:
   d, n, k, h, f = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
-  norm_width = 2 if cfg.norm == 'layernorm' else 1  # scale (and bias)
+  norm_width = _norm_width(cfg)
   count = 2 * d * norm_width
   if cfg.qk_norm:
     count += 2 * h * norm_width
@@ -41,9 +50,9 @@ def _layer_vector_params(cfg: ModelConfig) -> int:
 def param_counts(cfg: ModelConfig) -> dict[str, int]:
   """Closed-form parameter counts: total, non-embedding (Kaplan's N), and embedding."""
   d, v = cfg.d_model, cfg.vocab_size
-  embedding = v * d + (cfg.max_len * d if cfg.positions == 'learned' else 0)
+  embedding = v * d + (cfg.max_len * d if options.POSITIONS[cfg.positions].table else 0)
   head = 0 if cfg.tie_embeddings else d * v
-  final_norm = d * (2 if cfg.norm == 'layernorm' else 1)
+  final_norm = d * _norm_width(cfg)
   layers = cfg.num_layers * (_layer_matmul_params(cfg) + _layer_vector_params(cfg))
   non_embedding = layers + final_norm
   return {'total': embedding + head + non_embedding, 'non_embedding': non_embedding,
@@ -76,27 +85,87 @@ def device_peak_flops(device: jax.Device | None = None) -> float | None:
   return None
 
 
-def measure_matmul_flops(n: int = 1024, repeats: int = 10) -> float:
-  """FLOP/s of a float32 n x n matmul on the default device (the CPU's usable peak)."""
-  a = jnp.ones((n, n), jnp.float32)
+def measure_matmul_flops(dtype: str = 'float32', n: int = 1024, trials: int = 5,
+                         trial_s: float = 0.2) -> float:
+  """FLOP/s of n x n matmuls in `dtype` on the default device (the CPU's usable peak): the
+  best of `trials` trials, each as many back-to-back matmuls as fill `trial_s` seconds, so
+  one quiet moment on a shared machine is enough and a single slow call is not."""
+  a = jnp.ones((n, n), dtype)
   f = jax.jit(lambda a, b: a @ b)
   f(a, a).block_until_ready()
+  start = time.perf_counter()
+  f(a, a).block_until_ready()
+  calls = max(1, int(trial_s / max(time.perf_counter() - start, 1e-6)))
   best = float('inf')
-  for _ in range(repeats):
+  for _ in range(trials):
     start = time.perf_counter()
-    f(a, a).block_until_ready()
-    best = min(best, time.perf_counter() - start)
+    for _ in range(calls):
+      out = f(a, a)
+    out.block_until_ready()
+    best = min(best, (time.perf_counter() - start) / calls)
   return 2 * n**3 / best
 
 
-def peak_flops_per_device(configured: float) -> tuple[float, str]:
-  """(peak FLOP/s per device, where it came from): config, datasheet or a measurement."""
+def machine_key() -> str:
+  """What a measured peak depends on: the CPU model, its core count and the JAX version."""
+  model = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      model = next((line.split(':', 1)[1].strip() for line in f
+                    if line.startswith('model name')), model)
+  except OSError:  # not Linux
+    pass
+  return f'{model} | {os.cpu_count()} cores | jax {jax.__version__}'
+
+
+def default_cache_path() -> pathlib.Path:
+  home = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return pathlib.Path(home) / 'llmjax' / 'peak_flops.json'
+
+
+def _read_table(path: pathlib.Path) -> dict:
+  try:
+    table = json.loads(path.read_text())
+  except (OSError, ValueError):  # absent or damaged: measure again
+    return {}
+  return table if isinstance(table, dict) else {}
+
+
+def cached_peak_flops(dtype: str, path: pathlib.Path | None = None,
+                      measure=measure_matmul_flops) -> tuple[float, str]:
+  """(CPU matmul peak FLOP/s in `dtype`, 'cached PATH' or 'measured, cached in PATH').
+
+  Measured once per machine (`machine_key`) and dtype, then read back, so every run and every
+  trial of a sweep on this machine divides by the same peak. An unreadable cache is measured
+  again and rewritten; an unwritable one only costs the next run a measurement."""
+  path = path or default_cache_path()
+  key = machine_key()
+  table = _read_table(path)
+  entry = table.get(key) if isinstance(table.get(key), dict) else {}
+  peak = entry.get(dtype)
+  if isinstance(peak, (int, float)) and peak > 0:
+    return float(peak), f'cached {path}'
+  peak = measure(dtype)
+  table[key] = {**entry, dtype: peak}
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f'{path.name}.{os.getpid()}.tmp')
+    scratch.write_text(json.dumps(table, indent=1, sort_keys=True))
+    os.replace(scratch, path)  # atomic: concurrent runs never read half a file
+  except OSError:
+    return peak, 'measured (cache not writable)'
+  return peak, f'measured, cached in {path}'
+
+
+def peak_flops_per_device(configured: float, dtype: str = 'float32') -> tuple[float, str]:
+  """(peak FLOP/s per device, where it came from): the config, the datasheet, or the
+  machine's cached matmul measurement in the compute dtype (CPU)."""
   if configured > 0:
     return configured, 'config'
   peak = device_peak_flops()
   if peak is not None:
     return peak, 'datasheet'
-  return measure_matmul_flops(), 'measured'
+  return cached_peak_flops(dtype)
 
 
 def mfu(tokens_per_s: float, flops_per_tok: float, peak_total: float) -> float:

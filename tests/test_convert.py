@@ -18,6 +18,7 @@ from llmjax import configs, runs, train, warmstart  # noqa: E402
 from llmjax.convert import hf, hf_config  # noqa: E402
 from llmjax.convert.__main__ import main as convert_main  # noqa: E402
 from llmjax.data import pipeline  # noqa: E402
+from llmjax.model import options  # noqa: E402
 from llmjax.model.config import ModelConfig  # noqa: E402
 from llmjax.model.transformer import Transformer  # noqa: E402
 
@@ -68,15 +69,23 @@ def _saved(tmp_path, kind: str, **overrides):
   return model, folder
 
 
-@pytest.mark.parametrize('kind, overrides', [('gpt2', {}), ('llama', {}),
-                                             ('llama', {'tie_word_embeddings': True})],
-                         ids=['gpt2', 'llama-gqa-untied', 'llama-tied'])
+# Llama's MLP is gated: every other gated kind of the registry is checked as a Llama with its
+# hidden_act, so a new kind gets golden logits from transformers with no edit here.
+_OTHER_GATED = [name for name, k in options.MLPS.items() if k.gated and name != 'swiglu']
+
+
+@pytest.mark.parametrize('kind, overrides', [
+    ('gpt2', {}), ('llama', {}), ('llama', {'tie_word_embeddings': True}),
+    *[('llama', {'hidden_act': options.MLPS[name].hf_activations[0]}) for name in _OTHER_GATED]],
+    ids=['gpt2', 'llama-gqa-untied', 'llama-tied', *[f'llama-{n}' for n in _OTHER_GATED]])
 def test_import_and_export_give_the_logits_of_transformers(tmp_path, kind, overrides):
   reference, folder = _saved(tmp_path, kind, **overrides)
   expected = _hf_logits(reference, TOKENS)
   model, tokenizer = hf.load_hf(folder)
   assert tokenizer is None  # the folder has no tokenizer.json
-  assert model.cfg.tie_embeddings == (kind == 'gpt2' or bool(overrides))
+  assert model.cfg.tie_embeddings == (kind == 'gpt2' or overrides.get('tie_word_embeddings', False))
+  hf_activation = overrides.get('hidden_act', 'silu' if kind == 'llama' else 'gelu_new')
+  assert hf_activation in options.MLPS[model.cfg.mlp].hf_activations
   assert model.cfg.num_kv_heads == (4 if kind == 'gpt2' else 2)
   np.testing.assert_allclose(np.asarray(model(jax.numpy.asarray(TOKENS))), expected, atol=1e-4)
 

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from llmjax import flops, optim, sharding, step
+from llmjax.model import options
 from llmjax.model.config import ModelConfig
 
 
-@pytest.mark.parametrize('mlp, tie', [('swiglu', True), ('gelu', False)])
+# Every MLP kind of the registry; the untied head with the first, tied with the others.
+@pytest.mark.parametrize('mlp, tie', [(name, i > 0) for i, name in enumerate(options.MLPS)])
 def test_analytic_flops_match_xla_cost_analysis(mlp, tie):
   # Unrolled layers (XLA counts a scanned body once) on one device (sharded
   # cost analysis is per device). Wide enough that matmuls dominate, as in

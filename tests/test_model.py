@@ -10,25 +10,33 @@ from flax import nnx
 
 from llmjax import flops
 from llmjax.model import config as model_config
+from llmjax.model import options
 from llmjax.model.attention import einsum_attention
 from llmjax.model.transformer import Transformer
 
-OPTIONS = [
-    dict(),  # rmsnorm, rope, swiglu, GQA (4 query heads, 2 kv heads), tied
-    dict(norm='layernorm', positions='learned', mlp='gelu', use_bias=True, num_kv_heads=4),
-    dict(num_kv_heads=1),  # multi-query
-    dict(qk_norm=True, tie_embeddings=False),
-    dict(attention_impl='xla'),
-    dict(attention_impl='einsum'),
-    dict(dtype='bfloat16'),
-]
+# One model per entry of each option registry, so a new entry is tested with no edit here;
+# then head layouts, the untied head with qk-norm, GPT-2's combination, kernels and dtypes.
+ARCHITECTURES = (
+    [dict(mlp=name) for name in options.MLPS]
+    + [dict(norm=name, use_bias=True) for name in options.NORMS]
+    + [dict(positions=name) for name in options.POSITIONS]
+    + [dict(),  # rmsnorm, rope, swiglu, GQA (4 query heads, 2 kv heads), tied
+       dict(norm='layernorm', positions='learned', mlp='gelu', use_bias=True, num_kv_heads=4),
+       dict(num_kv_heads=1),  # multi-query
+       dict(qk_norm=True, tie_embeddings=False)])
+OPTIONS = ARCHITECTURES + [dict(attention_impl='xla'), dict(attention_impl='einsum'),
+                           dict(dtype='bfloat16')]
+
+
+def _ids(options):
+  return ','.join(f'{k}={v}' for k, v in options.items()) or 'default'
 
 
 def _tokens(cfg, batch=2, length=16, seed=0):
   return jax.random.randint(jax.random.key(seed), (batch, length), 0, cfg.vocab_size)
 
 
-@pytest.mark.parametrize('options', OPTIONS, ids=lambda o: ','.join(f'{k}={v}' for k, v in o.items()) or 'default')
+@pytest.mark.parametrize('options', OPTIONS, ids=_ids)
 def test_causal_no_gradient_from_the_future(tiny_cfg, options):
   cfg = dataclasses.replace(tiny_cfg, **options)
   model = Transformer(cfg, nnx.Rngs(0))
@@ -75,7 +83,7 @@ def _loss_and_grads(cfg, tokens, seed=0):
   return value, jax.tree.leaves(grads)
 
 
-@pytest.mark.parametrize('remat', ['none', 'full', 'dots_saveable'])
+@pytest.mark.parametrize('remat', options.REMAT_POLICIES)
 def test_scan_equals_loop_and_remat_equals_no_remat(tiny_cfg, remat):
   tokens = _tokens(tiny_cfg)
   ref_loss, ref_grads = _loss_and_grads(dataclasses.replace(tiny_cfg, scan_layers=False),
@@ -112,7 +120,7 @@ def test_jax_attention_matches_explicit_einsum(num_kv_heads):
   np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize('options', OPTIONS[:4], ids=['default', 'gpt2-style', 'mqa', 'qknorm-untied'])
+@pytest.mark.parametrize('options', ARCHITECTURES, ids=_ids)
 def test_closed_form_parameter_count(tiny_cfg, options):
   cfg = dataclasses.replace(tiny_cfg, **options)
   params = nnx.state(Transformer(cfg, nnx.Rngs(0)), nnx.Param)

@@ -8,6 +8,7 @@ HF family expresses, naming the fields.
 
 import dataclasses
 
+from llmjax.model import options
 from llmjax.model.config import ModelConfig
 
 SUPPORTED = ('gpt2', 'llama')
@@ -23,8 +24,6 @@ _LLAMA_DEFAULTS = dict(vocab_size=32000, hidden_size=4096, intermediate_size=110
                        head_dim=None, hidden_act='silu', max_position_embeddings=2048,
                        rms_norm_eps=1e-6, rope_theta=10_000.0, tie_word_embeddings=False,
                        attention_bias=False, mlp_bias=False)
-# GPT-2's 'gelu_new' and 'gelu_pytorch_tanh' are both the tanh approximation llmjax uses.
-_GPT2_ACTIVATIONS = ('gelu_new', 'gelu_pytorch_tanh')
 
 # The fields a checkpoint's parameters and its function depend on. The others
 # (dtypes, dropout, remat, scan, attention kernel, init scale) are a run's own.
@@ -66,8 +65,21 @@ def _require(hf: dict, key: str, allowed: tuple, why: str) -> None:
                           f'llmjax supports {" or ".join(map(repr, allowed))} ({why})')
 
 
+def _mlp_kinds(gated: bool) -> tuple[str, ...]:
+  return tuple(name for name, kind in options.MLPS.items() if kind.gated == gated)
+
+
+def _mlp(hf: dict, key: str, gated: bool) -> str:
+  """The llmjax MLP kind of the HF activation `hf[key]` (GPT-2's MLP is plain, Llama's gated)."""
+  kind = options.mlp_for_hf(hf[key], gated)
+  if kind is None:
+    names = [a for name in _mlp_kinds(gated) for a in options.MLPS[name].hf_activations]
+    _require(hf, key, tuple(names), f'the activations of llmjax\'s {"gated " * gated}MLPs')
+  return kind
+
+
 def _gpt2_fields(hf: dict) -> dict:
-  _require(hf, 'activation_function', _GPT2_ACTIVATIONS, 'the tanh-approximated GELU')
+  mlp = _mlp(hf, 'activation_function', gated=False)
   for key in ('scale_attn_weights', 'scale_attn_by_inverse_layer_idx', 'add_cross_attention'):
     _require(hf, key, (_GPT2_DEFAULTS[key],), 'causal self-attention scaled by 1/sqrt(head dim)')
   d, n = hf['n_embd'], hf['n_head']
@@ -76,12 +88,12 @@ def _gpt2_fields(hf: dict) -> dict:
   return dict(vocab_size=hf['vocab_size'], d_model=d, num_layers=hf['n_layer'], num_heads=n,
               num_kv_heads=n, head_dim=d // n, mlp_dim=hf['n_inner'] or 4 * d,
               max_len=hf['n_positions'], norm='layernorm', norm_eps=hf['layer_norm_epsilon'],
-              positions='learned', mlp='gelu', tie_embeddings=hf['tie_word_embeddings'],
+              positions='learned', mlp=mlp, tie_embeddings=hf['tie_word_embeddings'],
               use_bias=True, dropout=0.0)
 
 
 def _llama_fields(hf: dict) -> dict:
-  _require(hf, 'hidden_act', ('silu',), 'SwiGLU')
+  mlp = _mlp(hf, 'hidden_act', gated=True)
   # llmjax's use_bias also puts biases on the MLP, and its SwiGLU has no gate bias.
   _require(hf, 'attention_bias', (False,), 'llama without projection biases')
   _require(hf, 'mlp_bias', (False,), 'llama without projection biases')
@@ -101,24 +113,24 @@ def _llama_fields(hf: dict) -> dict:
               head_dim=hf['head_dim'] or hf['hidden_size'] // n,
               mlp_dim=hf['intermediate_size'], max_len=hf['max_position_embeddings'],
               norm='rmsnorm', norm_eps=hf['rms_norm_eps'], positions='rope',
-              rope_theta=float(rope.get('rope_theta', hf['rope_theta'])), mlp='swiglu',
+              rope_theta=float(rope.get('rope_theta', hf['rope_theta'])), mlp=mlp,
               tie_embeddings=hf['tie_word_embeddings'], use_bias=False, dropout=0.0)
 
 
 def family(cfg: ModelConfig) -> str:
   """The HF family an llmjax model is exported as: learned positions mean GPT-2."""
-  return 'gpt2' if cfg.positions == 'learned' else 'llama'
+  return 'gpt2' if options.POSITIONS[cfg.positions].table else 'llama'
 
 
 def _export_problems(cfg: ModelConfig) -> list[str]:
   if family(cfg) == 'gpt2':
-    needed = dict(norm='layernorm', mlp='gelu', use_bias=True, num_kv_heads=cfg.num_heads,
-                  head_dim=cfg.d_model // cfg.num_heads)
+    needed = dict(norm=('layernorm',), mlp=_mlp_kinds(gated=False), use_bias=(True,),
+                  num_kv_heads=(cfg.num_heads,), head_dim=(cfg.d_model // cfg.num_heads,))
   else:
-    needed = dict(norm='rmsnorm', mlp='swiglu', use_bias=False)
-  needed.update(qk_norm=False, logits_soft_cap=0.0)
-  return [f'model.{k}={getattr(cfg, k)!r} (needs {v!r})' for k, v in needed.items()
-          if getattr(cfg, k) != v]
+    needed = dict(norm=('rmsnorm',), mlp=_mlp_kinds(gated=True), use_bias=(False,))
+  needed.update(qk_norm=(False,), logits_soft_cap=(0.0,))
+  return [f'model.{k}={getattr(cfg, k)!r} (needs {" or ".join(map(repr, v))})'
+          for k, v in needed.items() if getattr(cfg, k) not in v]
 
 
 def config_to_hf(cfg: ModelConfig, dtype: str = 'float32',
@@ -130,18 +142,19 @@ def config_to_hf(cfg: ModelConfig, dtype: str = 'float32',
   if problems:
     raise ConversionError(f'Hugging Face cannot express this model as {kind} (chosen by '
                           f'model.positions={cfg.positions!r}): {"; ".join(problems)}')
+  activation = options.MLPS[cfg.mlp].hf_activations[0]
   common = dict(model_type=kind, vocab_size=cfg.vocab_size, tie_word_embeddings=cfg.tie_embeddings,
                 bos_token_id=eos_token_id, eos_token_id=eos_token_id, torch_dtype=dtype)
   if kind == 'gpt2':
     return dict(architectures=['GPT2LMHeadModel'], **common, n_positions=cfg.max_len,
                 n_embd=cfg.d_model, n_layer=cfg.num_layers, n_head=cfg.num_heads,
-                n_inner=cfg.mlp_dim, activation_function='gelu_new',
+                n_inner=cfg.mlp_dim, activation_function=activation,
                 layer_norm_epsilon=cfg.norm_eps, resid_pdrop=cfg.dropout,
                 embd_pdrop=cfg.dropout, attn_pdrop=0.0)
   return dict(architectures=['LlamaForCausalLM'], **common, hidden_size=cfg.d_model,
               intermediate_size=cfg.mlp_dim, num_hidden_layers=cfg.num_layers,
               num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-              head_dim=cfg.head_dim, hidden_act='silu', max_position_embeddings=cfg.max_len,
+              head_dim=cfg.head_dim, hidden_act=activation, max_position_embeddings=cfg.max_len,
               rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
               rope_parameters=dict(rope_type='default', rope_theta=cfg.rope_theta),
               attention_bias=False, mlp_bias=False, attention_dropout=0.0)
@@ -152,7 +165,8 @@ def architecture_mismatch(run: ModelConfig, imported: ModelConfig) -> list[str]:
 
   max_len counts only with learned positions, where it sizes a parameter.
   """
-  fields = ARCHITECTURE_FIELDS + (('max_len',) if imported.positions == 'learned' else ())
+  table = options.POSITIONS[imported.positions].table
+  fields = ARCHITECTURE_FIELDS + (('max_len',) if table else ())
   run_values, hf_values = dataclasses.asdict(run), dataclasses.asdict(imported)
   return [f'model.{f}: run {run_values[f]!r}, hf {hf_values[f]!r}' for f in fields
           if run_values[f] != hf_values[f]]

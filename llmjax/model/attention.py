@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from llmjax import sharding
-from llmjax.model import layers
+from llmjax.model import layers, options
 from llmjax.model import parametrization as pz
 from llmjax.model.config import ModelConfig
 
@@ -93,6 +93,30 @@ def einsum_attention(q, k, v, mask, scale: float | None = None) -> jax.Array:
   return jnp.einsum('BKGTS,BSKH->BTKGH', probs, v).reshape(b, t, n, h)
 
 
+BLOCK = 64  # query rows per block of blockwise_attention (measured: benchmarks/step_time.py)
+
+
+def blockwise_attention(q, k, v, mask, scale: float | None = None,
+                        block: int = BLOCK) -> jax.Array:
+  """Causal self-attention by blocks of queries: q BTNH, k/v BTKH, mask B1TT -> BTNH.
+
+  Query block [i, i + block) reads only keys [0, i + block), so the masked upper triangle
+  of the scores is never computed, and each block's scores are small enough to stay in
+  cache. Exact (each block's softmax sees every key it may see), so it is differentiated
+  as is, with no custom gradient. Valid only where `mask` is causal (no query sees a later
+  key), which training's mask is; other shapes fall back to the einsum.
+  """
+  t = q.shape[1]
+  if k.shape[1] != t or t <= block:
+    return einsum_attention(q, k, v, mask, scale)
+  outs = []
+  for start in range(0, t, block):
+    end = min(start + block, t)
+    outs.append(einsum_attention(q[:, start:end], k[:, :end], v[:, :end],
+                                 mask[:, :, start:end, :end], scale))
+  return jnp.concatenate(outs, axis=1)
+
+
 def dot_product_attention(q, k, v, mask, impl: str, scale: float | None = None) -> jax.Array:
   """q: BTNH, k/v: BSKH, mask: B1TS -> BTNH; `scale` on q.k (None: 1/sqrt(H)).
 
@@ -104,6 +128,8 @@ def dot_product_attention(q, k, v, mask, impl: str, scale: float | None = None) 
   """
   if impl == 'einsum':
     return einsum_attention(q, k, v, mask, scale)
+  if impl == 'blockwise':
+    return blockwise_attention(q, k, v, mask, scale)
   implementation = None if impl == 'auto' else impl
   return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale,
                                       implementation=implementation)
@@ -166,7 +192,7 @@ class Attention(nnx.Module):
                  v + self.bv[...].astype(dtype))
     if cfg.qk_norm:
       q, k = self.q_norm(q), self.k_norm(k)
-    if cfg.positions == 'rope':
+    if options.POSITIONS[cfg.positions].rotary:
       q, k = (layers.rope(q, positions, cfg.rope_theta),
               layers.rope(k, positions, cfg.rope_theta))
     q = sharding.constrain(q, ('batch', 'length', 'act_heads', None))

@@ -8,10 +8,6 @@ Dimension glossary used across llmjax (einsum strings, shape comments):
 
 import dataclasses
 
-NORMS = ('layernorm', 'rmsnorm')
-POSITIONS = ('learned', 'rope')
-MLPS = ('gelu', 'swiglu')
-REMAT_POLICIES = ('none', 'full', 'dots_saveable', 'dots_with_no_batch_dims_saveable')
 ATTENTION_IMPLS = ('auto', 'xla', 'cudnn', 'einsum')
 DTYPES = ('float32', 'bfloat16')
 
@@ -28,11 +24,11 @@ class ModelConfig:
   head_dim: int = 32  # H
   mlp_dim: int = 512  # F
   max_len: int = 256  # longest sequence; size of the learned position table
-  norm: str = 'rmsnorm'  # layernorm | rmsnorm
+  norm: str = 'rmsnorm'  # a key of options.NORMS
   norm_eps: float = 1e-5
-  positions: str = 'rope'  # learned | rope
+  positions: str = 'rope'  # a key of options.POSITIONS
   rope_theta: float = 10_000.0
-  mlp: str = 'swiglu'  # gelu | swiglu
+  mlp: str = 'swiglu'  # a key of options.MLPS
   tie_embeddings: bool = True  # logits through the input embedding's transpose
   use_bias: bool = False  # biases on every projection (GPT-2 style)
   qk_norm: bool = False  # normalize queries and keys per head before the dot product
@@ -40,7 +36,7 @@ class ModelConfig:
   param_dtype: str = 'float32'  # storage dtype of parameters
   dtype: str = 'float32'  # compute dtype of activations and matmuls
   scan_layers: bool = True  # apply the stacked layers with lax.scan, else a Python loop
-  remat: str = 'none'  # activation rematerialization policy per layer
+  remat: str = 'none'  # per-layer rematerialization: a key of options.REMAT_POLICIES
   attention_impl: str = 'auto'  # auto | xla | cudnn (jax.nn.dot_product_attention) | einsum
   init_std: float = 0.02  # std of embeddings and input projections
   logits_soft_cap: float = 0.0  # tanh cap on the output logits; 0 disables

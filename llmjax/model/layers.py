@@ -5,6 +5,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from llmjax import sharding
+from llmjax.model import options
 from llmjax.model import parametrization as pz
 from llmjax.model.config import ModelConfig
 
@@ -40,21 +41,21 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
 
 
 class Norm(nnx.Module):
-  """LayerNorm (with bias, GPT-2) or RMSNorm (Llama); statistics in float32."""
+  """A norm of options.NORMS (LayerNorm, GPT-2; RMSNorm, Llama); statistics in float32."""
 
   def __init__(self, cfg: ModelConfig, dim: int, axis_name: str = 'embed'):
-    self.kind, self.eps = cfg.norm, cfg.norm_eps
+    self.kind, self.eps = options.NORMS[cfg.norm], cfg.norm_eps
     self.scale = param(cfg, None, (dim,), (axis_name,), pz.NORM)
-    if cfg.norm == 'layernorm':
+    if self.kind.bias:
       self.bias = param(cfg, None, (dim,), (axis_name,), pz.BIAS)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     y = x.astype(jnp.float32)  # variance of low-precision activations loses too many bits
-    if self.kind == 'layernorm':
+    if self.kind.centered:
       y = y - y.mean(-1, keepdims=True)
     y = y * jax.lax.rsqrt(jnp.mean(y * y, -1, keepdims=True) + self.eps)
     y = y * self.scale[...].astype(jnp.float32)
-    if self.kind == 'layernorm':
+    if self.kind.bias:
       y = y + self.bias[...].astype(jnp.float32)
     return y.astype(x.dtype)
 
@@ -77,13 +78,13 @@ class Embed(nnx.Module):
 
 
 class Mlp(nnx.Module):
-  """GELU MLP (GPT-2) or SwiGLU (Llama): D -> F -> D."""
+  """An MLP of options.MLPS, D -> F -> D: GELU (GPT-2), or gated as SwiGLU (Llama)."""
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     d, f = cfg.d_model, cfg.mlp_dim
-    self.kind, self.dtype = cfg.mlp, jnp.dtype(cfg.dtype)
+    self.kind, self.dtype = options.MLPS[cfg.mlp], jnp.dtype(cfg.dtype)
     self.w_in = param(cfg, rngs, (d, f), ('embed', 'mlp'), pz.HIDDEN, d)
-    if cfg.mlp == 'swiglu':
+    if self.kind.gated:
       self.w_gate = param(cfg, rngs, (d, f), ('embed', 'mlp'), pz.HIDDEN, d)
     self.w_out = param(cfg, rngs, (f, d), ('mlp', 'embed'), pz.OUTPUT, f)
     self.use_bias = cfg.use_bias
@@ -95,11 +96,11 @@ class Mlp(nnx.Module):
     h = jnp.einsum('BTD,DF->BTF', x, self.w_in[...].astype(self.dtype))
     if self.use_bias:
       h = h + self.b_in[...].astype(self.dtype)
-    if self.kind == 'swiglu':
+    if self.kind.gated:
       gate = jnp.einsum('BTD,DF->BTF', x, self.w_gate[...].astype(self.dtype))
-      h = jax.nn.silu(gate) * h
+      h = self.kind.activation(gate) * h
     else:
-      h = jax.nn.gelu(h, approximate=True)  # GPT-2's tanh approximation
+      h = self.kind.activation(h)
     h = sharding.constrain(h, ('batch', 'length', 'act_mlp'))
     y = jnp.einsum('BTF,FD->BTD', h, self.w_out[...].astype(self.dtype))
     if self.use_bias:

@@ -7,17 +7,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from llmjax import sharding
-from llmjax.model import layers
+from llmjax.model import layers, options
 from llmjax.model import parametrization as pz
 from llmjax.model.attention import Attention, KVCache, attention_mask, cache_mask
 from llmjax.model.config import ModelConfig
-
-_REMAT_POLICIES = {
-    'full': None,  # save nothing: recompute the whole block in the backward pass
-    'dots_saveable': jax.checkpoint_policies.dots_saveable,
-    'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
-
 
 class Block(nnx.Module):
   """x + b * Attn(Norm(x)), then x + b * Mlp(Norm(x)); b is the parametrization's branch
@@ -70,7 +63,7 @@ class Transformer(nnx.Module):
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     self.cfg = cfg
     self.embed = layers.Embed(cfg, rngs)
-    if cfg.positions == 'learned':
+    if options.POSITIONS[cfg.positions].table:
       self.pos_embedding = layers.param(cfg, rngs, (cfg.max_len, cfg.d_model),
                                         (None, 'embed'), pz.EMBEDDING)
 
@@ -111,7 +104,7 @@ class Transformer(nnx.Module):
     """BT token ids -> BTD input of the first block."""
     tokens = sharding.constrain(tokens, ('batch', 'length'))
     x = self.embed(tokens)
-    if self.cfg.positions == 'learned':
+    if options.POSITIONS[self.cfg.positions].table:
       x = x + jnp.take(self.pos_embedding[...], positions, axis=0).astype(x.dtype)
     if self.input_mult != 1.0:
       x = x * jnp.asarray(self.input_mult, x.dtype)
@@ -180,7 +173,7 @@ class Transformer(nnx.Module):
       return nnx.merge(graphdef, block_state)(x, positions, mask, key), None
 
     if self.cfg.remat != 'none':
-      one_block = jax.checkpoint(one_block, policy=_REMAT_POLICIES[self.cfg.remat])
+      one_block = jax.checkpoint(one_block, policy=options.REMAT_POLICIES[self.cfg.remat])
     return self._over_layers(one_block, x, (stacked, layer_keys))[0]
 
   def _over_layers(self, body, x, xs):
