@@ -1,0 +1,5 @@
+import sys
+
+from llmjax.eval import cli
+
+sys.exit(cli.main())
