@@ -17,14 +17,14 @@ import sys
 
 import jax
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from llmjax import configs, distributed
 from llmjax.scaling import results, runner
 from llmjax.scaling import grids
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Sweep file with get_config() and '
-                                          'get_sweep().', lock_config=True)
+_CONFIG = flags.DEFINE_string('config', None, 'Sweep file[:VARIANT] with get_config() and '
+                              'get_sweep(); --config.SECTION.FIELD=VALUE applies to every trial.')
+_OVERRIDES: list[str] = []  # the --config.SECTION.FIELD=VALUE flags, in order
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep folder.')
 _ONLY = flags.DEFINE_list('only', [], 'Run only these trials (names or shell patterns).')
 _TRIAL_INDEX = flags.DEFINE_integer('trial_index', None, 'Run only the trial at this index '
@@ -49,6 +49,23 @@ def _select(trials: list[grids.Trial]) -> list[grids.Trial]:
   return [t for t in trials if any(fnmatch.fnmatch(t.name, p) for p in _ONLY.value)]
 
 
+def _refuse(message: str) -> None:
+  """Bad input: one message, exit status 2."""
+  print(f'llmjax.sweep: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flags, with the --config.* overrides set apart for configs.load_file; a bad flag
+  is one message and exit status 2."""
+  rest, _OVERRIDES[:] = configs.split_overrides(argv)
+  try:
+    return flags.FLAGS(rest)
+  except flags.Error as e:
+    print(f'llmjax.sweep: {e} (see --help)', file=sys.stderr)
+    sys.exit(2)
+
+
 def _print_plan(workdir: pathlib.Path, sw: runner.SweepSpec) -> None:
   print(f'{"#":>3}  {"trial":<24} {"N":>13} {"N_non_emb":>13} {"D":>10} {"C (FLOPs)":>10} '
         f'{"D/N":>6}  status')
@@ -65,18 +82,18 @@ def main(argv):
   try:  # one job of several hosts (SLURM array task, TPU slice): join the others first
     distributed.initialize()
   except ValueError as e:
-    sys.exit(f'llmjax.sweep: {e}')
+    _refuse(str(e))
   if _CONFIG.value is None:
-    sys.exit('llmjax.sweep: --config is required, e.g. --config experiments/scaling/cpu_small.py')
+    _refuse('--config is required, e.g. --config experiments/scaling/cpu_small.py')
   workdir = pathlib.Path(_WORKDIR.value) if _WORKDIR.value else None
   if workdir is None and not (_DRY_RUN.value or _COUNT.value):
-    sys.exit('llmjax.sweep: --workdir is required')
+    _refuse('--workdir is required')
   try:
     if _RESULTS.value:
       table = results.write(workdir)
       print(table.to_string(index=False, columns=['name', 'status', 'N', 'D', 'C', 'eval_loss']))
       return
-    sw = runner.load(flags.FLAGS['config'].config_filename, _CONFIG.value)
+    sw = runner.load(_CONFIG.value, configs.load_file(_CONFIG.value, _OVERRIDES))
     if _COUNT.value:
       print(len(sw.trials))
       return
@@ -86,17 +103,14 @@ def main(argv):
       return
     experiments = runner.build_all(sw, jax.device_count())
   except (configs.ConfigError, ValueError, FileNotFoundError) as e:
-    print(f'llmjax.sweep: {e}', file=sys.stderr)
-    sys.exit(2)
+    _refuse(str(e))
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
-    overrides = [a for a in sys.argv[1:] if a.startswith('--config.')]
-    runner.write_manifest(workdir, sw, overrides)
+    runner.write_manifest(workdir, sw, _OVERRIDES)
   try:
     statuses = runner.run(workdir, sw, experiments, selected)
   except configs.ConfigError as e:
-    print(f'llmjax.sweep: {e}', file=sys.stderr)
-    sys.exit(2)
+    _refuse(str(e))
   if jax.process_index() == 0:
     results.write(workdir)
   problems = {name: s for name, s in statuses.items() if s != runner.DONE}
@@ -110,4 +124,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

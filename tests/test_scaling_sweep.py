@@ -200,3 +200,16 @@ def test_cli_refuses_bad_arguments(tmp_path):
                              f'--config={ROOT / "experiments" / "base.py"}', '--dry_run'],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert no_sweep.returncode == 2 and 'has no get_sweep()' in no_sweep.stderr
+
+
+def test_a_broken_sweep_file_or_override_is_one_message(tmp_path):
+  broken = tmp_path / 'broken.py'
+  broken.write_text('def get_config(:\n')
+  cases = [([f'--config={broken}'], f'{broken} does not parse'),
+           ([f'--config={TINY}', '--config.train.stepz=3'], 'stepz'),
+           ([f'--config={TINY}', '--bogus_flag'], 'bogus_flag')]
+  for args, message in cases:
+    out = subprocess.run([sys.executable, '-m', 'llmjax.sweep', *args, '--dry_run'], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, (args, out.stderr)
+    assert message in out.stderr and 'Traceback' not in out.stderr, (args, out.stderr)
