@@ -15,7 +15,12 @@ import fnmatch
 import pathlib
 import sys
 
-import jax
+from llmjax import allocator
+
+if __name__ == '__main__':  # first: a re-exec for the allocator costs little before JAX loads
+  allocator.ensure()
+
+import jax  # noqa: E402
 from absl import app, flags, logging
 
 from llmjax import configs, distributed

@@ -9,6 +9,13 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
+from llmjax import allocator  # noqa: E402
+
+# The entry points' allocator (tcmalloc, else glibc's hugetlb) for the xdist workers and every
+# subprocess the tests start; this process itself keeps the allocator it started with.
+_WANTED, _CHANGES = allocator.plan(os.environ, allocator.find_tcmalloc())
+os.environ.update(_CHANGES, **{allocator.DONE_VAR: _WANTED})
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -28,6 +28,7 @@ LAYERS = {
     'llmjax.convert': 2, 'llmjax.data': 2, 'llmjax.distributed': 2, 'llmjax.flops': 2,
     'llmjax.optim': 2,
     'llmjax.model': 1, 'llmjax.sharding': 1,
+    'llmjax.allocator': 0,  # the entry points' first act, before anything else loads
     'llmjax': 0,
 }
 MAX_FUNCTION_LINES = 60
