@@ -68,22 +68,29 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
   return text[:min(ends)] if ends else text
 
 
-def generations(task: Task, model, tokenizer) -> list[str]:
-  """Greedy continuations of the evaluated examples, cut at the task's stop strings. A stop
-  string of one token also ends decoding early; end-of-text always does."""
+def complete(model, tokenizer, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+             stop: Sequence[str] = (), temperature: float = 0.0, seed: int = 0) -> list[str]:
+  """The text each token-id prompt continues with, cut at the first stop string; greedy at
+  temperature 0. Decoding ends at end-of-text, and early at a stop string of one token.
+  A prompt keeps its newest tokens to leave room for max_new_tokens."""
   stop_ids = [tokenizer.eot_id]
-  stop_ids += [int(ids[0]) for ids in map(tokenizer.encode, task.stop) if len(ids) == 1]
-  keep = max(1, model.cfg.max_len - task.max_new_tokens)  # the prompt's newest tokens
-  prompts = [context_ids(task, e, i, tokenizer)[-keep:]
-             for i, e in enumerate(tasks.selected(task))]
+  stop_ids += [int(ids[0]) for ids in map(tokenizer.encode, stop) if len(ids) == 1]
+  keep = max(1, model.cfg.max_len - max_new_tokens)
+  prompts = [list(p)[-keep:] for p in prompts]
   texts = []
   for first in range(0, len(prompts), GENERATE_BATCH):
     out = decoding.generate(model, prompts[first:first + GENERATE_BATCH],
-                            max_new_tokens=task.max_new_tokens, temperature=0.0,
-                            stop_tokens=stop_ids, return_logprobs=False)
-    texts += [cut_at_stop(tokenizer.decode(t[t != tokenizer.eot_id]), task.stop)
+                            max_new_tokens=max_new_tokens, temperature=temperature,
+                            stop_tokens=stop_ids, seed=seed + first, return_logprobs=False)
+    texts += [cut_at_stop(tokenizer.decode(t[t != tokenizer.eot_id]), stop)
               for t in out.tokens]
   return texts
+
+
+def generations(task: Task, model, tokenizer) -> list[str]:
+  """Greedy continuations of the task's evaluated examples, cut at its stop strings."""
+  prompts = [context_ids(task, e, i, tokenizer) for i, e in enumerate(tasks.selected(task))]
+  return complete(model, tokenizer, prompts, task.max_new_tokens, task.stop)
 
 
 def retrieval_similarity(task: Task, scorer: Scorer, tokenizer) -> np.ndarray:
