@@ -4,6 +4,7 @@ Present on every machine with no download. The held-out split is a seeded random
 sample of whole files (about `eval_fraction` of the bytes), never chosen by content.
 """
 
+import functools
 import hashlib
 import pathlib
 import sys
@@ -18,10 +19,16 @@ def stdlib_root() -> pathlib.Path:
 
 def source_files() -> list[pathlib.Path]:
   """Every .py file of the standard library (not site-packages), in a fixed order."""
+  return list(_source_files())
+
+
+@functools.lru_cache(maxsize=1)
+def _source_files() -> tuple[pathlib.Path, ...]:
+  # Walking the tree takes about a second; the installed stdlib does not change under a process.
   root = stdlib_root()
   files = [p for p in root.rglob('*.py')
            if 'site-packages' not in p.parts and 'dist-packages' not in p.parts]
-  return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+  return tuple(sorted(files, key=lambda p: p.relative_to(root).as_posix()))
 
 
 def held_out_indices(sizes, eval_fraction: float, seed: int) -> set[int]:
@@ -58,3 +65,41 @@ def fingerprint(files: list[pathlib.Path]) -> str:
     h.update(p.name.encode())
     h.update(p.read_bytes())
   return f'pystdlib-{sys.version_info.major}.{sys.version_info.minor}-{h.hexdigest()[:12]}'
+
+
+# Natural domains of the corpus, by file path alone (never by content, so a file's
+# domain cannot depend on the split or on what a model does with it).
+DOMAINS = ('code', 'tests', 'text')
+TEST_FOLDERS = ('test', 'tests', 'idle_test')
+TEXT_PACKAGES = ('pydoc_data', 'encodings')  # documentation text and codec tables
+
+
+def domain(relative_path: str) -> str:
+  """'tests': under a test/tests/idle_test folder or named test_*.py / *_test.py;
+  'text': under pydoc_data/ (the documentation's text) or encodings/ (codec tables);
+  'code': every other file (library modules)."""
+  *folders, name = relative_path.split('/')
+  if (set(folders) & set(TEST_FOLDERS) or name.startswith('test_') or name == 'test.py'
+      or name.endswith('_test.py')):
+    return 'tests'
+  if folders and folders[0] in TEXT_PACKAGES:
+    return 'text'
+  return 'code'
+
+
+def held_out_files(eval_fraction: float, seed: int, subset: str = '') -> list[pathlib.Path]:
+  """The held-out files of the split a run with (eval_fraction, seed) trains beside,
+  optionally only those of one domain (DOMAINS) or one top-level package."""
+  root = stdlib_root()
+  held_out = list(_held_out(eval_fraction, seed))
+  if not subset:
+    return held_out
+  relative = [p.relative_to(root).as_posix() for p in held_out]
+  if subset in DOMAINS:
+    return [p for p, rel in zip(held_out, relative) if domain(rel) == subset]
+  return [p for p, rel in zip(held_out, relative) if rel.split('/')[0] in (subset, f'{subset}.py')]
+
+
+@functools.lru_cache(maxsize=8)
+def _held_out(eval_fraction: float, seed: int) -> tuple[pathlib.Path, ...]:
+  return tuple(split(source_files(), eval_fraction, seed)[1])

@@ -4,7 +4,9 @@ One row per trial of sweep.json, whatever its state (pending, running, failed, d
 name, status, N (total and non-embedding parameters), D (training tokens), C (training
 FLOPs by llmjax.flops), the IsoFLOP budget it was made for, final and best held-out
 loss, bits/byte, train loss, steps, wall time, throughput, MFU and provenance (config
-hash, git commit, data fingerprint, JAX versions). Fits read only rows marked done.
+hash, git commit, data fingerprint, JAX versions), then one column per eval domain metric
+(`eval/NAME/loss`, `eval/NAME/bits_per_byte`, named like the metrics). Fits read only rows
+marked done.
 """
 
 import json
@@ -35,7 +37,8 @@ def collect(workdir: pathlib.Path) -> pd.DataFrame:
                             f'python -m llmjax.sweep --config FILE --workdir {workdir}')
   manifest = json.loads(manifest_path.read_text())
   rows = [_row(workdir, planned) for planned in manifest['trials']]
-  return pd.DataFrame(rows, columns=COLUMNS)
+  extra = sorted({key for row in rows for key in row if key not in COLUMNS})
+  return pd.DataFrame(rows, columns=COLUMNS + extra)
 
 
 def write(workdir: pathlib.Path) -> pd.DataFrame:
@@ -92,12 +95,18 @@ def _metrics_summary(records: list[dict]) -> dict:
     summary.update(eval_loss=evals[-1]['eval/loss'],
                    best_eval_loss=min(r['eval/loss'] for r in evals),
                    eval_bits_per_byte=evals[-1]['eval/bits_per_byte'])
+    summary.update({key: value for key, value in evals[-1].items() if _is_domain_metric(key)})
   if train:
     recent = train[-TRAIN_LOSS_WINDOW:]
     summary['train_loss'] = sum(r['loss'] for r in recent) / len(recent)
     summary['tokens_per_s'] = _median([r['tokens_per_s'] for r in train])
     summary['mfu'] = _median([r['mfu'] for r in train])
   return summary
+
+
+def _is_domain_metric(key: str) -> bool:
+  parts = key.split('/')
+  return len(parts) == 3 and parts[0] == 'eval' and parts[2] in ('loss', 'bits_per_byte')
 
 
 def _median(values: list[float]) -> float:
