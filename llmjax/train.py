@@ -3,7 +3,8 @@
 The pure step lives in `step.py`; this module owns what happens around it, each
 part an object with its own state: `DataCursor` (the training iterator and exact
 token counters), `StepLogger` (deferred metric fetch and throughput), `NonFiniteGuard`
-(the non-finite policy), `Evaluator` (held-out loss) and `checkpoint.Checkpointer`.
+(the non-finite policy), `Evaluator` (held-out loss: the run's split and each of
+`eval.domains`) and `checkpoint.Checkpointer`.
 The host never waits for the device except to fetch metrics one step late.
 """
 
@@ -23,7 +24,7 @@ from flax import nnx
 
 from llmjax import (checkpoint, distributed, flops, generate, metrics, optim, resume, runs,
                     sharding, warmstart)
-from llmjax.data import pipeline
+from llmjax.data import domains, pipeline
 from llmjax.data.sources import Corpus
 from llmjax.step import (TrainConfig, TrainState, abstract_state, device_batch, init_state,
                          jit_eval_step, jit_train_step)
@@ -179,8 +180,9 @@ class Evaluator:
   per byte compares across tokenizers.
   """
 
-  def __init__(self, eval_fn, batches: list[dict], batch_sharding):
+  def __init__(self, eval_fn, batches: list[dict], batch_sharding, prefix: str = 'eval'):
     self.eval_fn, self.batches, self.batch_sharding = eval_fn, batches, batch_sharding
+    self.prefix = prefix  # 'eval' for the run's own split, 'eval/NAME' for a domain
 
   def __call__(self, params, max_batches: int = -1) -> dict[str, float]:
     batches = self.batches if max_batches < 0 else self.batches[:max_batches]
@@ -192,8 +194,8 @@ class Evaluator:
       jax.block_until_ready(nll)
       nll, weight = nll + out['nll'], weight + out['weight']  # stays on device until the end
     num_bytes = max(sum(item['stats']['bytes'] for item in batches), 1)
-    return {'eval/loss': float(nll) / max(float(weight), 1.0),
-            'eval/bits_per_byte': float(nll) / math.log(2) / num_bytes}
+    return {f'{self.prefix}/loss': float(nll) / max(float(weight), 1.0),
+            f'{self.prefix}/bits_per_byte': float(nll) / math.log(2) / num_bytes}
 
 
 class Preemption:
@@ -236,6 +238,13 @@ class Loop:
   guard: NonFiniteGuard
   evaluate: Evaluator
   ckpt: checkpoint.Checkpointer
+  domain_evaluators: tuple[Evaluator, ...] = ()  # eval.domains, each under eval/NAME/
+
+  def evaluate_all(self, max_batches: int) -> dict[str, float]:
+    values = self.evaluate(self.state.params, max_batches)
+    for evaluate in self.domain_evaluators:
+      values.update(evaluate(self.state.params, max_batches))
+    return values
 
 
 @distributed.stdout_from_process_zero()
@@ -246,6 +255,7 @@ def run(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict) -> dict
   mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor,
                             dcn_data=exp.mesh.dcn_data)
   data = pipeline.load(exp.data)
+  eval_domains = domains.load(exp.eval.domains, exp.data)
   workdir.mkdir(parents=True, exist_ok=True)
   lock = runs.RunLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   with lock:
@@ -257,7 +267,7 @@ def run(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict) -> dict
     ckpt = checkpoint.Checkpointer(workdir, exp.checkpoint, exp.train.steps)
     try:
       with sharding.activation_rules(mesh, exp.mesh.rules):
-        last = _train(exp, workdir, resolved_config, data, ckpt, mesh)
+        last = _train(exp, workdir, resolved_config, data, ckpt, mesh, eval_domains)
     finally:
       ckpt.close()
   if ckpt.failed_saves:
@@ -266,7 +276,8 @@ def run(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict) -> dict
 
 
 def _train(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict, data: Corpus,
-           ckpt: checkpoint.Checkpointer, mesh: jax.sharding.Mesh) -> dict[str, float]:
+           ckpt: checkpoint.Checkpointer, mesh: jax.sharding.Mesh,
+           eval_domains: dict[str, Corpus]) -> dict[str, float]:
   """Restores or initializes the state, trains, and finishes (summary and sample)."""
   tx, lr_schedule = optim.make(exp.optim, exp.model, exp.train.steps)
   rules = exp.mesh.rules
@@ -281,15 +292,18 @@ def _train(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict, data
   cursor = DataCursor(data, exp.data, rows)
   if restored is not None:
     cursor.restore(restored.data)
+  eval_fn = jit_eval_step(graphdef, shardings.params, batch_sharding)
   loop = Loop(
       exp=exp, workdir=workdir, resolved_config=resolved_config, state=state,
       step_fn=jit_train_step(graphdef, tx, exp.train, shardings, batch_sharding),
       batch_sharding=batch_sharding, cursor=cursor,
       logger=StepLogger(exp, workdir, resolved_config, int(state.step), lr_schedule),
       guard=NonFiniteGuard(exp.train),
-      evaluate=Evaluator(jit_eval_step(graphdef, shardings.params, batch_sharding),
-                         pipeline.eval_batches(data, exp.data, *rows), batch_sharding),
-      ckpt=ckpt)
+      evaluate=Evaluator(eval_fn, pipeline.eval_batches(data, exp.data, *rows), batch_sharding),
+      ckpt=ckpt,
+      domain_evaluators=tuple(
+          Evaluator(eval_fn, pipeline.eval_batches(corpus, exp.data, *rows), batch_sharding,
+                    prefix=f'eval/{name}') for name, corpus in eval_domains.items()))
   try:
     if not train_loop(loop):
       return loop.logger.last
@@ -336,7 +350,7 @@ def train_loop(loop: Loop) -> bool:
       if done % cfg.eval_every == 0 or done == cfg.steps:
         loop.logger.flush()
         max_batches = -1 if done == cfg.steps else cfg.eval_batches
-        loop.logger.write(done, loop.evaluate(loop.state.params, max_batches), paused=True)
+        loop.logger.write(done, loop.evaluate_all(max_batches), paused=True)
       if preemption.requested or loop.ckpt.reached_preemption(done):
         save(loop, done)
         loop.ckpt.wait()
