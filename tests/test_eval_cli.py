@@ -115,15 +115,18 @@ def no_model(monkeypatch):
   monkeypatch.setattr(runs.RunFolder, 'model', refuse)
 
 
+ONE = {'id': 'a', 'context': 'c'}
+
+
 @pytest.mark.parametrize('make_tasks, message', [
     (lambda p: 'no_such_task', "unknown task 'no_such_task'; known tasks: "),
     (lambda p: 'bogus,also_bogus', "unknown tasks 'bogus', 'also_bogus'"),
     (lambda p: f'jsonl:{p}/missing.jsonl:multiple_choice', 'no such task file'),
     (lambda p: f'jsonl:{mc_file(p)}:sorting', "unknown kind 'sorting'"),
     (lambda p: f'jsonl:{mc_file(p)}:multiple_choice:shots=3', "unknown option 'shots=3'"),
-    (lambda p: f'jsonl:{write_jsonl(p / "bad.jsonl", [{"id": "a", "context": "c", "choices": ["x"], "gold": 0}])}'
+    (lambda p: f'jsonl:{write_jsonl(p / "bad.jsonl", [{**ONE, "choices": ["x"], "gold": 0}])}'
                ':multiple_choice', 'bad.jsonl:1: multiple_choice needs at least 2 choices'),
-    (lambda p: f'jsonl:{write_jsonl(p / "gen.jsonl", [{"id": "a", "context": "c", "target": "t"}])}'
+    (lambda p: f'jsonl:{write_jsonl(p / "gen.jsonl", [{**ONE, "target": "t"}])}'
                ':generate', 'generate needs max_new_tokens > 0'),
 ])
 def test_bad_tasks_exit_2_before_the_model_loads(run_dir, tmp_path, capsys, no_model,

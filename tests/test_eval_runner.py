@@ -60,6 +60,8 @@ def test_token_examples_use_their_own_ids(model):
                'gold': 1},)
   task = Task('tokens', 'multiple_choice', examples)
   assert runner.context_ids(task, examples[0], 0, TOKENIZER) == [256, 3, 4]
+  starts = {**examples[0], 'context_tokens': [256, 3, 4]}  # end-of-text is not doubled
+  assert runner.context_ids(task, starts, 0, TOKENIZER) == [256, 3, 4]
   assert runner.candidates(task, examples[0], TOKENIZER) == ([[5], [6, 7]], [1, 2])
   out = runner.evaluate_task(task, model, TOKENIZER)
   lls = scorer.Scorer(model).loglikelihood([([256, 3, 4], [5]), ([256, 3, 4], [6, 7])]).sums

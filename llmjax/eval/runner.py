@@ -25,7 +25,8 @@ GENERATE_BATCH = 16  # prompts per decoding call (generate buckets the batch its
 
 def context_ids(task: Task, example: dict, index: int, tokenizer) -> list[int]:
   if 'context_tokens' in example:
-    return [tokenizer.eot_id, *tasks.prompt_tokens(task, example, index)]
+    ids = tasks.prompt_tokens(task, example, index)
+    return ids if ids[:1] == [tokenizer.eot_id] else [tokenizer.eot_id, *ids]
   return [tokenizer.eot_id, *tokenizer.encode(tasks.prompt(task, example, index)).tolist()]
 
 
