@@ -85,7 +85,7 @@ def device_peak_flops(device: jax.Device | None = None) -> float | None:
   return None
 
 
-def measure_matmul_flops(dtype: str = 'float32', n: int = 1024, trials: int = 5,
+def measure_matmul_flops(dtype: str = 'float32', n: int = 1024, trials: int = 10,
                          trial_s: float = 0.2) -> float:
   """FLOP/s of n x n matmuls in `dtype` on the default device (the CPU's usable peak): the
   best of `trials` trials, each as many back-to-back matmuls as fill `trial_s` seconds, so
@@ -107,7 +107,8 @@ def measure_matmul_flops(dtype: str = 'float32', n: int = 1024, trials: int = 5,
 
 
 def machine_key() -> str:
-  """What a measured peak depends on: the CPU model, its core count and the JAX version."""
+  """What a measured peak depends on: the CPU model, its core count, the JAX version and the
+  number of devices JAX splits the CPU into (--xla_force_host_platform_device_count)."""
   model = platform.processor() or platform.machine()
   try:
     with open('/proc/cpuinfo') as f:
@@ -115,10 +116,16 @@ def machine_key() -> str:
                     if line.startswith('model name')), model)
   except OSError:  # not Linux
     pass
-  return f'{model} | {os.cpu_count()} cores | jax {jax.__version__}'
+  return (f'{model} | {os.cpu_count()} cores | jax {jax.__version__} | '
+          f'{jax.device_count()} {jax.default_backend()} devices')
+
+
+CACHE_VAR = 'LLMJAX_PEAK_CACHE'  # another cache file (the tests keep their own)
 
 
 def default_cache_path() -> pathlib.Path:
+  if os.environ.get(CACHE_VAR):
+    return pathlib.Path(os.environ[CACHE_VAR])
   home = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
   return pathlib.Path(home) / 'llmjax' / 'peak_flops.json'
 

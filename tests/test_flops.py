@@ -1,6 +1,9 @@
 """The analytic FLOP count against XLA's own count, and MFU arithmetic."""
 
 import functools
+import json
+import os
+import pathlib
 
 import jax
 import numpy as np
@@ -49,10 +52,65 @@ def test_mfu():
   assert flops.mfu(tokens_per_s=1000.0, flops_per_tok=1e9, peak_total=4e12) == 0.25
 
 
-def test_peak_flops_sources():
+def test_peak_flops_sources(tmp_path, monkeypatch):
   assert flops.peak_flops_per_device(123.0) == (123.0, 'config')
+  monkeypatch.delenv(flops.CACHE_VAR, raising=False)
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
   peak, source = flops.peak_flops_per_device(0.0)
-  assert source == 'measured' and peak > 1e8  # a CPU does at least 0.1 GFLOP/s
+  path = tmp_path / 'llmjax' / 'peak_flops.json'
+  assert source == f'measured, cached in {path}' and peak > 1e8  # at least 0.1 GFLOP/s
+  assert flops.peak_flops_per_device(0.0) == (peak, f'cached {path}')
+
+
+class FakeMeasure:
+  """A matmul measurement that counts its calls and returns 1e9 per call."""
+
+  def __init__(self):
+    self.calls = []
+
+  def __call__(self, dtype):
+    self.calls.append(dtype)
+    return 1e9 * len(self.calls)
+
+
+def test_peak_is_measured_once_per_machine_and_dtype(tmp_path, monkeypatch):
+  path, measure = tmp_path / 'sub' / 'peak.json', FakeMeasure()
+  assert flops.cached_peak_flops('float32', path, measure) == (1e9, f'measured, cached in {path}')
+  assert flops.cached_peak_flops('float32', path, measure) == (1e9, f'cached {path}')
+  assert flops.cached_peak_flops('bfloat16', path, measure)[0] == 2e9  # its own entry
+  assert flops.cached_peak_flops('float32', path, measure)[0] == 1e9
+  assert measure.calls == ['float32', 'bfloat16']
+  # Another CPU, core count or JAX version is another machine.
+  monkeypatch.setattr(flops, 'machine_key', lambda: 'another machine')
+  assert flops.cached_peak_flops('float32', path, measure)[0] == 3e9
+  assert len(json.loads(path.read_text())) == 2
+
+
+@pytest.mark.parametrize('content', ['{"half": ', '[1, 2]', '{"KEY": {"float32": -1}}',
+                                     '{"KEY": "x"}'])
+def test_a_damaged_cache_is_measured_again_and_rewritten(tmp_path, content):
+  path, measure = tmp_path / 'peak.json', FakeMeasure()
+  path.write_text(content.replace('KEY', flops.machine_key()))
+  assert flops.cached_peak_flops('float32', path, measure) == (1e9, f'measured, cached in {path}')
+  assert flops.cached_peak_flops('float32', path, measure) == (1e9, f'cached {path}')
+
+
+def test_an_unwritable_cache_still_gives_a_peak(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('')  # a file where the cache folder should be
+  peak, source = flops.cached_peak_flops('float32', blocker / 'peak.json', FakeMeasure())
+  assert (peak, source) == (1e9, 'measured (cache not writable)')
+
+
+def test_machine_key_names_cores_jax_and_devices():
+  key = flops.machine_key()
+  assert f'{os.cpu_count()} cores' in key and f'jax {jax.__version__}' in key
+  assert f'{jax.device_count()} cpu devices' in key
+
+
+def test_the_tests_keep_their_own_peak_cache():
+  assert flops.default_cache_path() == pathlib.Path(os.environ[flops.CACHE_VAR])
+  assert 'llmjax-tests-' in str(flops.default_cache_path())
 
 
 def test_datasheet_lookup():
