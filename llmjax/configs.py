@@ -12,13 +12,14 @@ import difflib
 import importlib.util
 import pathlib
 import re
+import sys
 import traceback
 import typing
 
 from absl import flags
 from ml_collections import config_dict, config_flags
 
-from llmjax import optim, sharding
+from llmjax import optim, profiler, sharding
 from llmjax.checkpoint import CheckpointConfig
 from llmjax.data import domains, pipeline, sources, synthetic
 from llmjax.metrics import MetricsConfig
@@ -96,7 +97,7 @@ def build(config: config_dict.ConfigDict, num_devices: int) -> Experiment:
     sections[name] = _build_section(name, cls, values, errors)
   if errors:
     raise ConfigError('\n'.join(errors))
-  exp = Experiment(**sections, **top)
+  exp = _data_defaults(Experiment(**sections, **top))
   _check_semantics(exp, num_devices, errors)
   if errors:
     raise ConfigError('\n'.join(errors))
@@ -117,6 +118,21 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
       rest.append(arg)
     i += 1
   return rest, overrides
+
+
+def flags_parser(prog: str, overrides: list[str]):
+  """An absl `flags_parser` for an entry point: the --config.* overrides go into `overrides`
+  (for `load_file`), the rest to absl; a bad flag is one message and exit status 2."""
+
+  def parse(argv: list[str]) -> list[str]:
+    rest, overrides[:] = split_overrides(argv)
+    try:
+      return flags.FLAGS(rest)
+    except flags.Error as e:
+      print(f'{prog}: {e} (see --help)', file=sys.stderr)
+      sys.exit(2)
+
+  return parse
 
 
 def load_file(spec: str, overrides: list[str] = ()) -> config_dict.ConfigDict:
@@ -336,8 +352,7 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
   if m.num_heads % m.num_kv_heads:
     errors.append(f'config.model.num_heads={m.num_heads} is not divisible by '
                   f'model.num_kv_heads={m.num_kv_heads}')
-  if options.POSITIONS[m.positions].rotary and m.head_dim % 2:
-    errors.append(f'config.model.head_dim={m.head_dim} must be even for rope positions')
+  _check_rope(m, errors)
   if not 0.0 <= m.dropout < 1.0:
     errors.append(f'config.model.dropout={m.dropout} must be in [0, 1)')
   if d.seq_len > m.max_len:
@@ -363,6 +378,28 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
   _check_parametrization(exp, errors)
   errors += [f'config.{p}' for p in domains.problems(exp.eval.domains, d)]
   _check_mesh(exp, num_devices, errors)
+
+
+def _data_defaults(exp: Experiment) -> Experiment:
+  """Defaults that depend on the data: the text default of train.sample_prompt ('def ')
+  means nothing to a synthetic source, whose sample then starts a document (an empty
+  prompt after end-of-text); a prompt set by hand is kept, and checked."""
+  if exp.data.source.startswith('synthetic:') and exp.train.sample_prompt == TrainConfig.sample_prompt:
+    return dataclasses.replace(exp, train=dataclasses.replace(exp.train, sample_prompt=''))
+  return exp
+
+
+def _check_rope(m: ModelConfig, errors: list[str]) -> None:
+  if options.POSITIONS[m.positions].rotary and m.head_dim % 2:
+    errors.append(f'config.model.head_dim={m.head_dim} must be even for rope positions')
+  _choice(errors, 'model.rope_scaling', m.rope_scaling, options.ROPE_SCALINGS)
+  if m.rope_scaling == 'llama3' and not (m.rope_scaling_factor > 0 and m.rope_original_max_len > 0
+                                         and 0 < m.rope_low_freq_factor < m.rope_high_freq_factor):
+    errors.append(f'config.model: rope_scaling=llama3 needs rope_scaling_factor > 0 '
+                  f'(got {m.rope_scaling_factor}), rope_original_max_len > 0 (got '
+                  f'{m.rope_original_max_len}) and 0 < rope_low_freq_factor < '
+                  f'rope_high_freq_factor (got {m.rope_low_freq_factor}, '
+                  f'{m.rope_high_freq_factor})')
 
 
 def _check_parametrization(exp: Experiment, errors: list[str]) -> None:
@@ -402,6 +439,7 @@ def _check_not_negative(exp: Experiment, errors: list[str]) -> None:
   if exp.metrics.wandb and importlib.util.find_spec('wandb') is None:
     errors.append('config.metrics.wandb=True needs the wandb package: pip install wandb '
                   '(or leave metrics.wandb=False)')
+  errors += [f'config.{p}' for p in profiler.problems(exp.metrics.profile_steps)]
 
 
 def _check_tokenizer(m: ModelConfig, d: pipeline.DataConfig, errors: list[str]) -> None:

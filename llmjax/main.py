@@ -75,17 +75,6 @@ def _join_processes() -> None:
   print(f'{distributed.device_report()} [{how}]', flush=True)
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl flags, with the --config.* overrides set apart for configs.load_file; a bad
-  flag is one message and exit status 2."""
-  rest, _OVERRIDES[:] = configs.split_overrides(argv)
-  try:
-    return flags.FLAGS(rest)
-  except flags.Error as e:
-    print(f'llmjax: {e} (see --help)', file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint file at INFO
@@ -146,4 +135,4 @@ def _train(exp: configs.Experiment, workdir: pathlib.Path) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=configs.flags_parser('llmjax', _OVERRIDES))

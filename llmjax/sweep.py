@@ -60,17 +60,6 @@ def _refuse(message: str) -> None:
   sys.exit(2)
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl flags, with the --config.* overrides set apart for configs.load_file; a bad flag
-  is one message and exit status 2."""
-  rest, _OVERRIDES[:] = configs.split_overrides(argv)
-  try:
-    return flags.FLAGS(rest)
-  except flags.Error as e:
-    print(f'llmjax.sweep: {e} (see --help)', file=sys.stderr)
-    sys.exit(2)
-
-
 def _print_plan(workdir: pathlib.Path, sw: runner.SweepSpec) -> None:
   print(f'{"#":>3}  {"trial":<24} {"N":>13} {"N_non_emb":>13} {"D":>10} {"C (FLOPs)":>10} '
         f'{"D/N":>6}  status')
@@ -129,4 +118,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=configs.flags_parser('llmjax.sweep', _OVERRIDES))
