@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -172,3 +173,33 @@ def test_win_probability_by_enumeration():
         expected += wt * wa * wb * (t == top) / [t, a, b].count(top)
   got = builtin_synthetic._win_probability(true_scores, true_w, other_scores, other_w, 3)
   np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_a_trained_model_is_above_chance_and_at_most_the_ceiling(tmp_path):
+  # A tiny model trained on the chain: its accuracy on both synthetic tasks is above
+  # chance and, within sampling error, not above the exact Bayes-optimal accuracy.
+  import importlib.util
+
+  import jax
+
+  from llmjax import configs, runs, train
+  from llmjax.eval import runner
+  spec = importlib.util.spec_from_file_location('_builtin_experiment',
+                                                pathlib.Path(__file__).parents[1] /
+                                                'experiments/base.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config('tiny')
+  config.data.source = 'synthetic:vocab=16,doc_len=64'
+  config.train.steps, config.train.sample_tokens, config.optim.lr = 150, 0, 1e-2
+  config.train.eval_every, config.metrics.tensorboard = 150, False
+  exp = configs.build(config, jax.device_count())
+  train.run(exp, tmp_path / 'run', configs.as_dict(exp))
+  run = runs.RunFolder(tmp_path / 'run')
+  model = run.model()
+  for name in ('synthetic_continuation', 'synthetic_chain'):
+    task = builtin.build(name, exp.data, max_examples=400)
+    got = runner.evaluate_task(task, model, run.tokenizer)
+    acc, se = got['acc'], got['acc_stderr']
+    assert task.chance['acc'] + 3 * se < acc <= task.ceiling['acc'] + 3 * se, (name, got)
