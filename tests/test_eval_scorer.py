@@ -52,9 +52,10 @@ def test_packed_loglikelihoods_equal_each_pair_alone(model):
     np.testing.assert_allclose(packed.sums[i], alone.sums[0], atol=1e-5, rtol=1e-5,
                                err_msg=f'pair {i}')
     assert packed.greedy[i] == alone.greedy[0] and packed.counts[i] == len(continuation)
-  # Packing did put several pairs in one row (else this test would check nothing).
+  # Packing did put several pairs in one row, in rows of two widths (else this test would
+  # check less than it says).
   places = scorer._first_fit([len(c) + len(x) - 1 for c, x in pairs], 32)
-  assert len({row for row, _ in places}) < len(pairs) / 2
+  assert sum(p.slot > 0 for p in places) >= 3 and {p.width for p in places} == {16, 32}
 
 
 @jax.jit
@@ -98,6 +99,12 @@ def test_packed_pooled_states_equal_each_text_alone(model, pooling):
     kept = states[1:] if len(text) > 1 else states
     expected = kept.mean(axis=0) if pooling == 'mean' else states[-1]
     np.testing.assert_allclose(pooled[i], expected, atol=1e-5, rtol=1e-5, err_msg=f'text {i}')
+
+
+def test_short_segments_fill_the_gaps_of_long_rows_first():
+  places = scorer._first_fit([30, 5, 20, 2, 9, 9], 32)
+  assert [(p.width, p.row, p.start) for p in places] == [
+      (32, 0, 0), (16, 0, 9), (32, 1, 0), (32, 0, 30), (32, 1, 20), (16, 0, 0)]
 
 
 def test_one_compilation_per_length_bucket(model):

@@ -2,10 +2,11 @@
 hidden states of many texts, in few jitted forward passes of the model itself.
 
 Each pair (or text) is one segment; segments are packed first-fit, longest first, into rows
-of one length, with segment ids (a token attends only to its own segment) and positions
-restarting at 0 in each segment, so a packed segment computes exactly what it would alone.
-The row length is the longest segment rounded up to a power of two (at least MIN_LENGTH,
-at most max_len) and every call holds `rows` rows: one compilation per length bucket.
+with segment ids (a token attends only to its own segment) and positions restarting at 0
+in each segment, so a packed segment computes exactly what it would alone. Row widths are
+powers of two (at least MIN_LENGTH, at most max_len): a segment that fits in no open row
+opens one of its own length's bucket, since a wide row costs more per token (attention).
+Every call holds `rows` rows of one width: one compilation per length bucket.
 """
 
 import dataclasses
@@ -31,41 +32,59 @@ class Scores:
 
 @dataclasses.dataclass
 class _Packed:
+  """The rows of one width."""
   tokens: np.ndarray  # R T int32 model inputs
   targets: np.ndarray  # R T int32 next tokens
   positions: np.ndarray  # R T int32, restarting in each segment
   segment_ids: np.ndarray  # R T int32, 0 on padding
-  spans: list  # per segment: (row, start, end) of its columns in the packed rows
+
+
+@dataclasses.dataclass(frozen=True)
+class _Place:
+  width: int  # of the row, which names its group
+  row: int  # within the group
+  start: int
+  end: int
+  slot: int  # the segment's index among its row's segments
 
 
 def _bucket(n: int, minimum: int) -> int:
   return max(minimum, 1 << (int(n) - 1).bit_length())
 
 
-def _first_fit(lengths: Sequence[int], width: int) -> list[tuple[int, int]]:
-  """(row, offset) of each segment, packed first-fit in decreasing length order."""
-  free, places = [], [None] * len(lengths)
+def _first_fit(lengths: Sequence[int], max_width: int) -> list[_Place]:
+  """Where each segment goes: longest first, into the first open row with room, else into
+  a new row as narrow as its length's bucket allows (wide rows cost more per token, so a
+  short segment opens a short row, but first fills the gaps the long ones left)."""
+  rows = []  # [width, used, segments] per open row, in opening order
+  counts, places = {}, [None] * len(lengths)
   for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-    row = next((r for r, room in enumerate(free) if room >= lengths[i]), None)
+    row = next((r for r in rows if r[0] - r[1] >= lengths[i]), None)
     if row is None:
-      row = len(free)
-      free.append(width)
-    places[i] = (row, width - free[row])
-    free[row] -= lengths[i]
+      width = min(_bucket(lengths[i], MIN_LENGTH), max_width)
+      row = [width, 0, 0, counts.get(width, 0)]
+      counts[width] = row[3] + 1
+      rows.append(row)
+    places[i] = _Place(row[0], row[3], row[1], row[1] + lengths[i], row[2])
+    row[1] += lengths[i]
+    row[2] += 1
   return places
 
 
-def _pack(inputs: list[np.ndarray], targets: list[np.ndarray], width: int) -> _Packed:
-  places = _first_fit([len(x) for x in inputs], width)
-  rows = max(r for r, _ in places) + 1
-  packed = _Packed(*(np.zeros((rows, width), np.int32) for _ in range(4)), spans=[])
-  for i, ((row, start), x, y) in enumerate(zip(places, inputs, targets)):
-    end = start + len(x)
-    packed.tokens[row, start:end], packed.targets[row, start:end] = x, y
-    packed.positions[row, start:end] = np.arange(len(x))
-    packed.segment_ids[row, start:end] = i + 1
-    packed.spans.append((row, start, end))
-  return packed
+def _pack(inputs: list[np.ndarray], targets: list[np.ndarray],
+          max_width: int) -> tuple[dict[int, _Packed], list[_Place]]:
+  """The rows of each width, and each segment's place in them."""
+  places = _first_fit([len(x) for x in inputs], max_width)
+  groups = {}
+  for width in sorted({p.width for p in places}):
+    count = 1 + max(p.row for p in places if p.width == width)
+    groups[width] = _Packed(*(np.zeros((count, width), np.int32) for _ in range(4)))
+  for i, (place, x, y) in enumerate(zip(places, inputs, targets)):
+    group, row, span = groups[place.width], place.row, slice(place.start, place.end)
+    group.tokens[row, span], group.targets[row, span] = x, y
+    group.positions[row, span] = np.arange(len(x))
+    group.segment_ids[row, span] = i + 1
+  return groups, places
 
 
 def _batches(packed: _Packed, rows: int):
@@ -105,9 +124,6 @@ class Scorer:
     self.max_len = model.cfg.max_len
     self.vocab_size = model.cfg.vocab_size
 
-  def _width(self, lengths) -> int:
-    return min(_bucket(max(lengths), MIN_LENGTH), self.max_len)
-
   def _checked(self, ids, what: str, i: int) -> np.ndarray:
     row = np.asarray(ids, np.int64).reshape(-1)
     bad = row[(row < 0) | (row >= self.vocab_size)]
@@ -128,6 +144,16 @@ class Scorer:
     # A context too long for max_len loses its oldest tokens, as in lm-eval-harness.
     return np.concatenate([context, continuation])[-self.max_len - 1:]
 
+  def _token_scores(self, group: _Packed) -> tuple[np.ndarray, np.ndarray]:
+    """Log-probabilities and greedy flags of every position of a group's rows."""
+    logprobs = np.zeros(group.tokens.shape, np.float32)
+    greedy = np.zeros(group.tokens.shape, bool)
+    for first, arrays in _batches(group, self.rows):
+      out = jax.device_get(_token_logprobs(self.graphdef, self.params, *arrays))
+      n = min(self.rows, len(logprobs) - first)
+      logprobs[first:first + n], greedy[first:first + n] = out[0][:n], out[1][:n]
+    return logprobs, greedy
+
   def loglikelihood(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> Scores:
     """Per (context ids, continuation ids) pair: the continuation's summed log-probability,
     its token count and whether greedy decoding would produce it. Inputs are checked
@@ -136,19 +162,15 @@ class Scorer:
       raise ValueError('no pairs to score')
     sequences = [self._pair(i, c, x) for i, (c, x) in enumerate(pairs)]
     counts = np.array([len(np.asarray(x).reshape(-1)) for _, x in pairs])
-    inputs, targets = [s[:-1] for s in sequences], [s[1:] for s in sequences]
-    packed = _pack(inputs, targets, self._width([len(x) for x in inputs]))
-    logprobs = np.zeros(packed.tokens.shape, np.float32)
-    greedy = np.zeros(packed.tokens.shape, bool)
-    for first, arrays in _batches(packed, self.rows):
-      out_logprobs, out_greedy = jax.device_get(
-          _token_logprobs(self.graphdef, self.params, *arrays))
-      n = min(self.rows, len(logprobs) - first)
-      logprobs[first:first + n], greedy[first:first + n] = out_logprobs[:n], out_greedy[:n]
+    groups, places = _pack([s[:-1] for s in sequences], [s[1:] for s in sequences],
+                           self.max_len)
+    scored = {width: self._token_scores(group) for width, group in groups.items()}
     sums, is_greedy = np.zeros(len(pairs)), np.zeros(len(pairs), bool)
-    for i, ((row, _, end), count) in enumerate(zip(packed.spans, counts)):
-      sums[i] = logprobs[row, end - count:end].astype(np.float64).sum()
-      is_greedy[i] = greedy[row, end - count:end].all()
+    for i, (place, count) in enumerate(zip(places, counts)):
+      logprobs, greedy = scored[place.width]
+      span = slice(place.end - count, place.end)
+      sums[i] = logprobs[place.row, span].astype(np.float64).sum()
+      is_greedy[i] = greedy[place.row, span].all()
     return Scores(sums=sums, counts=counts, greedy=is_greedy)
 
   def embed(self, texts: Sequence[Sequence[int]], pooling: str = 'mean') -> np.ndarray:
@@ -162,40 +184,35 @@ class Scorer:
     rows = [self._checked(t, 'text', i)[:self.max_len] for i, t in enumerate(texts)]
     if not all(len(r) for r in rows):
       raise ValueError(f'text {[len(r) for r in rows].index(0)} is empty')
-    packed = _pack(rows, rows, self._width([len(r) for r in rows]))
-    weights = _pooling_weights(packed, pooling)
+    groups, places = _pack(rows, rows, self.max_len)
     out = np.zeros((len(rows), self.model.cfg.d_model), np.float32)
-    slots = _segment_slots(packed)
-    for first, arrays in _batches(packed, self.rows):
-      w = np.pad(weights[first:first + self.rows],
-                 ((0, self.rows - len(weights[first:first + self.rows])), (0, 0), (0, 0)))
-      pooled = jax.device_get(_pooled(self.graphdef, self.params, arrays[0], arrays[2],
-                                      arrays[3], w))
-      for i, (row, _, _) in enumerate(packed.spans):
-        if first <= row < first + self.rows:
-          out[i] = pooled[row - first, slots[i]]
+    for width, group in groups.items():
+      mine = [(i, p) for i, p in enumerate(places) if p.width == width]
+      weights = _pooling_weights(group, [p for _, p in mine], pooling)
+      pooled = np.concatenate([
+          jax.device_get(_pooled(self.graphdef, self.params, arrays[0], arrays[2], arrays[3],
+                                 _rows(weights[first:first + self.rows], self.rows)))
+          for first, arrays in _batches(group, self.rows)])
+      for i, place in mine:
+        out[i] = pooled[place.row, place.slot]
     return out
 
 
-def _segment_slots(packed: _Packed) -> list[int]:
-  """Each segment's index among the segments of its row (its slot M in the weights)."""
-  seen, slots = {}, []
-  for row, _, _ in packed.spans:
-    slots.append(seen.get(row, 0))
-    seen[row] = slots[-1] + 1
-  return slots
+def _rows(array: np.ndarray, rows: int) -> np.ndarray:
+  """`array` padded with zero rows to `rows` rows."""
+  return np.pad(array, ((0, rows - len(array)),) + ((0, 0),) * (array.ndim - 1))
 
 
-def _pooling_weights(packed: _Packed, pooling: str) -> np.ndarray:
+def _pooling_weights(group: _Packed, places: list[_Place], pooling: str) -> np.ndarray:
   """R M T weights: slot m of row r averages (or picks the last of) its segment's tokens,
-  the first token left out when the segment has more than one."""
-  slots = _segment_slots(packed)
-  m = _bucket(max(slots) + 1, 1)
-  weights = np.zeros((len(packed.tokens), m, packed.tokens.shape[1]), np.float32)
-  for (row, start, end), slot in zip(packed.spans, slots):
-    first = start + 1 if end - start > 1 else start
+  the first token left out when the segment has more than one. M is bucketed (one
+  compilation serves rows of up to M segments)."""
+  m = _bucket(max(p.slot for p in places) + 1, 1)
+  weights = np.zeros((len(group.tokens), m, group.tokens.shape[1]), np.float32)
+  for p in places:
+    first = p.start + 1 if p.end - p.start > 1 else p.start
     if pooling == 'mean':
-      weights[row, slot, first:end] = 1.0 / (end - first)
+      weights[p.row, p.slot, first:p.end] = 1.0 / (p.end - first)
     else:
-      weights[row, slot, end - 1] = 1.0
+      weights[p.row, p.slot, p.end - 1] = 1.0
   return weights
