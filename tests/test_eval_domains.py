@@ -78,9 +78,36 @@ def test_bad_domains_are_config_errors(entries, source, message):
   assert message in str(error.value)
 
 
+def test_every_bad_domain_is_reported_at_once():
+  config = _base_config()
+  config.eval.domains = ('nope', 'x=files:/no/such/*.txt', 'stdlib_code', 'stdlib_code')
+  with pytest.raises(configs.ConfigError) as error:
+    configs.build(config, jax.device_count())
+  lines = str(error.value).splitlines()
+  assert len(lines) == 3 and "unknown domain 'nope'" in lines[0]
+  assert 'matches no file' in lines[1] and "'stdlib_code' is named twice" in lines[2]
+
+
+def test_a_files_domain_is_the_held_out_split_of_its_files(tmp_path):
+  for i in range(12):
+    (tmp_path / f'doc{i}.txt').write_text(f'document {i} ' * (i + 1))
+  glob = f'{tmp_path}/doc*.txt'
+  cfg = pipeline.DataConfig(source=f'files:{glob}', data_dir=str(tmp_path / 'cache'),
+                            eval_fraction=0.3)
+  corpus = domains.load((f'mine=files:{glob}',), cfg)['mine']
+  run = pipeline.load(cfg)  # the run's own split of the same files: the same documents
+  assert len(corpus.train) == 0 and 0 < len(corpus.eval) == len(run.eval) < 12
+  assert [corpus.eval[i] for i in range(len(run.eval))] == [run.eval[i] for i in
+                                                             range(len(run.eval))]
+  with pytest.raises(pipeline.DataError, match=r'eval.domains: one=files:.*doc0.txt: .*holds 1 '
+                                               r'document'):
+    domains.load((f'one=files:{tmp_path}/doc0.txt',), cfg)
+
+
 def test_good_domains_build():
   config = _base_config()
-  config.eval.domains = ('stdlib_code', 'sched=pystdlib:sched', 'own=files:' + __file__)
+  config.eval.domains = ('stdlib_code', 'sched=pystdlib:sched',
+                         f'own=files:{ROOT}/tests/test_eval_*.py')
   assert configs.build(config, jax.device_count()).eval.domains == config.eval.domains
   config.data.source, config.train.sample_tokens = 'synthetic:vocab=16', 0
   config.eval.domains = ('other=synthetic:vocab=16,seed=7',)

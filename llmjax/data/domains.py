@@ -26,32 +26,41 @@ def parse(entries) -> dict[str, str]:
   entry at fault."""
   domains = {}
   for entry in entries:
-    if not isinstance(entry, str):
-      raise ValueError(f'eval.domains: entries are strings NAME=SOURCE, got {entry!r}')
-    name, sep, source = entry.partition('=')
-    if not sep:
-      if entry not in NATURAL:
-        raise ValueError(f'eval.domains: unknown domain {entry!r}; name one of '
-                         f'{", ".join(NATURAL)} or write NAME=SOURCE')
-      source = NATURAL[entry]
-    if not _NAME.match(name):
-      raise ValueError(f'eval.domains: {entry!r}: a domain name is lower-case letters, digits '
-                       f'and _, starting with a letter')
+    name, source = _entry(entry)
     if name in domains:
       raise ValueError(f'eval.domains: domain {name!r} is named twice')
     domains[name] = source
   return domains
 
 
+def _entry(entry) -> tuple[str, str]:
+  if not isinstance(entry, str):
+    raise ValueError(f'eval.domains: entries are strings NAME=SOURCE, got {entry!r}')
+  name, sep, source = entry.partition('=')
+  if not sep:
+    if entry not in NATURAL:
+      raise ValueError(f'eval.domains: unknown domain {entry!r}; name one of '
+                       f'{", ".join(NATURAL)} or write NAME=SOURCE')
+    source = NATURAL[entry]
+  if not _NAME.match(name):
+    raise ValueError(f'eval.domains: {entry!r}: a domain name is lower-case letters, digits '
+                     f'and _, starting with a letter')
+  return name, source
+
+
 def problems(entries, data_cfg) -> list[str]:
   """Every problem of `eval.domains` for a run on `data_cfg` that can be found without
   opening a dataset (cheap: file names and sizes at most)."""
-  try:
-    domains = parse(entries)
-  except ValueError as e:
-    return [str(e)]
-  found = []
-  for name, source in domains.items():
+  found, names = [], set()
+  for entry in entries:
+    try:
+      name, source = _entry(entry)
+    except ValueError as e:
+      found.append(str(e))
+      continue
+    if name in names:
+      found.append(f'eval.domains: domain {name!r} is named twice')
+    names.add(name)
     problem = _source_problem(source, data_cfg)
     if problem:
       found.append(f'eval.domains: {name}={source}: {problem}')
