@@ -97,7 +97,7 @@ BLOCK = 64  # query rows per block of blockwise_attention (measured: benchmarks/
 
 
 def blockwise_attention(q, k, v, mask, scale: float | None = None,
-                        block: int = BLOCK) -> jax.Array:
+                        block: int | None = None) -> jax.Array:
   """Causal self-attention by blocks of queries: q BTNH, k/v BTKH, mask B1TT -> BTNH.
 
   Query block [i, i + block) reads only keys [0, i + block), so the masked upper triangle
@@ -106,7 +106,7 @@ def blockwise_attention(q, k, v, mask, scale: float | None = None,
   as is, with no custom gradient. Valid only where `mask` is causal (no query sees a later
   key), which training's mask is; other shapes fall back to the einsum.
   """
-  t = q.shape[1]
+  t, block = q.shape[1], block or BLOCK
   if k.shape[1] != t or t <= block:
     return einsum_attention(q, k, v, mask, scale)
   outs = []
@@ -120,12 +120,15 @@ def blockwise_attention(q, k, v, mask, scale: float | None = None,
 def dot_product_attention(q, k, v, mask, impl: str, scale: float | None = None) -> jax.Array:
   """q: BTNH, k/v: BSKH, mask: B1TS -> BTNH; `scale` on q.k (None: 1/sqrt(H)).
 
-  'auto' and 'cudnn' go through `jax.nn.dot_product_attention`, which handles
-  K < N itself and uses cuDNN's fused flash kernel on NVIDIA GPUs ('auto'
-  falls back to XLA elsewhere); 'xla' forces jax.nn's portable path; 'einsum'
-  is the explicit version above. Every path takes the same `scale`, so muP's
+  'cudnn' and 'xla' go through `jax.nn.dot_product_attention` (it handles K < N itself;
+  cudnn is the fused flash kernel of NVIDIA GPUs, xla the portable path); 'einsum' is the
+  explicit version above; 'blockwise' skips the masked upper triangle (causal masks only).
+  'auto' is blockwise on CPU, where it trains fastest (benchmarks/step_time.py), and jax.nn's
+  own choice elsewhere (cuDNN on NVIDIA GPUs). Every path takes the same `scale`, so muP's
   1/H reaches training, decoding and analysis alike.
   """
+  if impl == 'auto' and jax.default_backend() == 'cpu':
+    impl = 'blockwise'
   if impl == 'einsum':
     return einsum_attention(q, k, v, mask, scale)
   if impl == 'blockwise':

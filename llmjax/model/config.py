@@ -8,7 +8,7 @@ Dimension glossary used across llmjax (einsum strings, shape comments):
 
 import dataclasses
 
-ATTENTION_IMPLS = ('auto', 'xla', 'cudnn', 'einsum')
+ATTENTION_IMPLS = ('auto', 'xla', 'cudnn', 'einsum', 'blockwise')
 DTYPES = ('float32', 'bfloat16')
 
 
@@ -37,7 +37,7 @@ class ModelConfig:
   dtype: str = 'float32'  # compute dtype of activations and matmuls
   scan_layers: bool = True  # apply the stacked layers with lax.scan, else a Python loop
   remat: str = 'none'  # per-layer rematerialization: a key of options.REMAT_POLICIES
-  attention_impl: str = 'auto'  # auto | xla | cudnn (jax.nn.dot_product_attention) | einsum
+  attention_impl: str = 'auto'  # auto | xla | cudnn (jax.nn) | einsum | blockwise (see attention.py)
   init_std: float = 0.02  # std of embeddings and input projections
   logits_soft_cap: float = 0.0  # tanh cap on the output logits; 0 disables
   # Parametrization (llmjax.model.parametrization): how init, LR and forward scales follow
