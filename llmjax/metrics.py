@@ -21,6 +21,10 @@ class MetricsConfig:
   wandb: bool = False  # Weights & Biases; needs `pip install wandb` and a login
   wandb_project: str = 'llmjax'
   peak_flops_per_device: float = 0.0  # for MFU; 0: datasheet, or measured on CPU
+  # 'START,COUNT': a jax.profiler trace of steps START .. START+COUNT-1 (step 1 compiles, so
+  # START >= 2 times steady steps) in WORKDIR/profile, for TensorBoard's profile plugin or
+  # Perfetto; '' for none
+  profile_steps: str = ''
 
 
 class MetricsWriter:
@@ -41,6 +45,7 @@ class MetricsWriter:
     if cfg.tensorboard:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(str(workdir / 'tensorboard'))
+      self._write_hparams(run_config)
     if cfg.wandb:
       import wandb  # optional dependency, imported only when asked for
       self._wandb = wandb.init(project=cfg.wandb_project, dir=str(workdir), config=run_config,
@@ -59,12 +64,44 @@ class MetricsWriter:
     if self._wandb is not None:
       self._wandb.log(metrics, step=step)
 
+  def _write_hparams(self, run_config: dict) -> None:
+    """The config's fields as hparams of this run (TensorBoard's HParams view), beside its
+    scalars, so runs compare by any field against their losses."""
+    from tensorboardX.summary import hparams
+    experiment, session_start, _ = hparams(hparam_values(run_config),
+                                           dict.fromkeys(HPARAM_METRICS, 0.0))
+    self._tb.file_writer.add_summary(experiment)
+    self._tb.file_writer.add_summary(session_start)
+
+  def write_text(self, tag: str, text: str, step: int) -> None:
+    """A text record (the end-of-run sample) in TensorBoard and W&B; JSONL holds numbers."""
+    if self._tb is not None:
+      self._tb.add_text(tag, text, step)
+    if self._wandb is not None:
+      self._wandb.log({tag: text}, step=step)
+
   def close(self) -> None:
     for sink in (self._jsonl, self._tb):
       if sink is not None:
         sink.close()
     if self._wandb is not None:
       self._wandb.finish()
+
+
+# The series the HParams view shows against each run's hyperparameters.
+HPARAM_METRICS = ('loss', 'eval/loss', 'eval/bits_per_byte')
+
+
+def hparam_values(run_config: dict) -> dict[str, str | float | bool]:
+  """A resolved config flattened to section.field: value, each a type the hparams plugin
+  shows (numbers, strings, booleans; anything else, such as a tuple, as its text)."""
+  flat = {}
+  for section, fields in run_config.items():
+    items = fields.items() if isinstance(fields, dict) else [('', fields)]
+    for field, value in items:
+      key = f'{section}.{field}' if field else section
+      flat[key] = value if isinstance(value, bool | int | float | str) else json.dumps(value, default=str)
+  return flat
 
 
 def read_records(path: pathlib.Path) -> list[dict]:

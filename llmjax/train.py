@@ -22,10 +22,11 @@ import jax
 import numpy as np
 from flax import nnx
 
-from llmjax import (checkpoint, distributed, flops, generate, metrics, optim, resume, runs,
-                    sharding, warmstart)
+from llmjax import (checkpoint, distributed, flops, generate, metrics, optim, profiler,
+                    provenance, resume, runs, sharding, warmstart)
 from llmjax.data import domains, pipeline
-from llmjax.data.sources import Corpus
+from llmjax.data.sources import Corpus, DataError
+from llmjax.eval import in_training
 from llmjax.step import (TrainConfig, TrainState, abstract_state, device_batch, init_state,
                          jit_eval_step, jit_train_step)
 
@@ -95,6 +96,7 @@ class StepLogger:
     self.lr_schedule = lr_schedule
     self.flops_per_token = flops.flops_per_token(exp.model, exp.data.seq_len)
     self.peak, peak_source = flops.peak_flops_per_device(exp.metrics.peak_flops_per_device)
+    self.peak_source = peak_source  # for provenance.json
     self.throughput = Throughput(exp.data.global_batch_size * exp.data.seq_len)
     self.writer = metrics.MetricsWriter(exp.metrics, workdir, resolved_config,
                                         after_step=start_step)
@@ -239,6 +241,9 @@ class Loop:
   evaluate: Evaluator
   ckpt: checkpoint.Checkpointer
   domain_evaluators: tuple[Evaluator, ...] = ()  # eval.domains, each under eval/NAME/
+  tasks: in_training.TaskEvaluator | None = None  # eval.tasks, under task/NAME/
+  trace: profiler.StepProfiler = dataclasses.field(  # metrics.profile_steps
+      default_factory=lambda: profiler.StepProfiler('', pathlib.Path()))
 
   def evaluate_all(self, max_batches: int) -> dict[str, float]:
     values = self.evaluate(self.state.params, max_batches)
@@ -256,6 +261,10 @@ def run(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict) -> dict
                             dcn_data=exp.mesh.dcn_data)
   data = pipeline.load(exp.data)
   eval_domains = domains.load(exp.eval.domains, exp.data)
+  try:
+    task_list = in_training.resolve(exp.eval, exp.data, exp.train.seed)
+  except ValueError as e:  # a TaskError: refused like bad data, before the workdir exists
+    raise DataError(f'config.eval.tasks: {e}') from None
   workdir.mkdir(parents=True, exist_ok=True)
   lock = runs.RunLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   with lock:
@@ -267,7 +276,7 @@ def run(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict) -> dict
     ckpt = checkpoint.Checkpointer(workdir, exp.checkpoint, exp.train.steps)
     try:
       with sharding.activation_rules(mesh, exp.mesh.rules):
-        last = _train(exp, workdir, resolved_config, data, ckpt, mesh, eval_domains)
+        last = _train(exp, workdir, resolved_config, data, ckpt, mesh, eval_domains, task_list)
     finally:
       ckpt.close()
   if ckpt.failed_saves:
@@ -277,7 +286,7 @@ def run(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict) -> dict
 
 def _train(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict, data: Corpus,
            ckpt: checkpoint.Checkpointer, mesh: jax.sharding.Mesh,
-           eval_domains: dict[str, Corpus]) -> dict[str, float]:
+           eval_domains: dict[str, Corpus], task_list: list) -> dict[str, float]:
   """Restores or initializes the state, trains, and finishes (summary and sample)."""
   tx, lr_schedule = optim.make(exp.optim, exp.model, exp.train.steps)
   rules = exp.mesh.rules
@@ -303,13 +312,19 @@ def _train(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict, data
       ckpt=ckpt,
       domain_evaluators=tuple(
           Evaluator(eval_fn, pipeline.eval_batches(corpus, exp.data, *rows), batch_sharding,
-                    prefix=f'eval/{name}') for name, corpus in eval_domains.items()))
+                    prefix=f'eval/{name}') for name, corpus in eval_domains.items()),
+      tasks=in_training.TaskEvaluator(task_list, graphdef, data.tokenizer, workdir,
+                                      exp.eval.tasks_every, exp.train.steps, exp.train.seed),
+      trace=profiler.StepProfiler(exp.metrics.profile_steps, workdir))
+  if jax.process_index() == 0:
+    provenance.write(workdir, provenance.run_record(
+        exp.model, loop.logger.peak, loop.logger.peak_source, int(state.step)))
   try:
     if not train_loop(loop):
       return loop.logger.last
+    finish(loop, graphdef, data.tokenizer)
   finally:
     loop.logger.close()
-  finish(loop, graphdef, data.tokenizer)
   return loop.logger.last
 
 
@@ -336,9 +351,11 @@ def train_loop(loop: Loop) -> bool:
   try:
     for index in range(start, cfg.steps):
       item = loop.cursor.next()
+      done = index + 1
+      loop.trace.before(done)
       loop.state, step_metrics = loop.step_fn(
           loop.state, device_batch(item['batch'], loop.batch_sharding))
-      done = index + 1
+      loop.trace.after(done, step_metrics)
       loop.guard.add(done, step_metrics)
       if index == start:  # the first step compiles; throughput counts from its end
         jax.block_until_ready(step_metrics)
@@ -351,6 +368,9 @@ def train_loop(loop: Loop) -> bool:
         loop.logger.flush()
         max_batches = -1 if done == cfg.steps else cfg.eval_batches
         loop.logger.write(done, loop.evaluate_all(max_batches), paused=True)
+      if loop.tasks is not None and loop.tasks.due(done):
+        loop.logger.flush()
+        loop.logger.write(done, loop.tasks(loop.state.params, done), paused=True)
       if preemption.requested or loop.ckpt.reached_preemption(done):
         save(loop, done)
         loop.ckpt.wait()
@@ -361,6 +381,7 @@ def train_loop(loop: Loop) -> bool:
         save(loop, done)
   finally:
     preemption.restore()
+    loop.trace.stop()
   loop.logger.flush()
   return True
 
@@ -384,4 +405,5 @@ def finish(loop: Loop, graphdef: nnx.GraphDef, tokenizer) -> None:
                                 seed=cfg.seed)
     if jax.process_index() == 0:
       (loop.workdir / 'sample.txt').write_text(text)
+      loop.logger.writer.write_text('sample', text, cfg.steps)
     print(f'--- sample ---\n{text}\n--------------')

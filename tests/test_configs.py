@@ -57,7 +57,7 @@ def test_head_dim_defaults_to_width_over_heads():
      r'config.data: tokenizer file not found: /no/sp.model'),
     (dict(data__source='http://x'), r"config.data: unknown data source 'http://x'"),
     (dict(data__packing='greedy'), r"config.data.packing: unknown option 'greedy'"),
-    (dict(data__source='synthetic:vocab=64', train__sample_tokens=5),
+    (dict(data__source='synthetic:vocab=64', train__sample_tokens=5, train__sample_prompt='def f'),
      r"config.train.sample_prompt: synthetic tokens are written as space-separated state ids"),
 ])
 def test_invalid_config_is_reported_by_field(overrides, message):

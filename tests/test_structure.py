@@ -17,8 +17,9 @@ LAYERS = {
     'llmjax.eval.cli': 9, 'llmjax.eval.__main__': 9,
     'llmjax.analysis': 8,  # notebooks' library: reads runs and sweeps
     'llmjax.scaling': 7, 'llmjax.convert.run_folder': 7, 'llmjax.aot': 7,  # many runs, or one
-    'llmjax.eval': 7,  # downstream tasks scored on a run folder's checkpoints
     'llmjax.train': 6,  # the loop
+    # Downstream tasks, scored on a run folder's checkpoints or, by the loop, during training.
+    'llmjax.eval': 5,
     'llmjax.warmstart': 5,  # init_from: a run folder or a Hugging Face folder
     'llmjax.resume': 5,  # what a rerun may change; the folder's config history
     'llmjax.runs': 4,  # a run folder as one object
@@ -27,6 +28,7 @@ LAYERS = {
     'llmjax.step': 2, 'llmjax.checkpoint': 2, 'llmjax.metrics': 2, 'llmjax.generate': 2,
     'llmjax.convert': 2, 'llmjax.data': 2, 'llmjax.distributed': 2, 'llmjax.flops': 2,
     'llmjax.optim': 2,
+    'llmjax.provenance': 2, 'llmjax.profiler': 2,  # a run's origin record; its trace window
     'llmjax.model': 1, 'llmjax.sharding': 1,
     'llmjax.allocator': 0,  # the entry points' first act, before anything else loads
     'llmjax': 0,

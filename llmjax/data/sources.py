@@ -72,7 +72,11 @@ def _open(cfg) -> Corpus:
     spec = synthetic.parse_spec(arg)
     train = synthetic.MarkovSource(spec)
     held_out = synthetic.MarkovSource(spec, num_docs=SYNTHETIC_EVAL_DOCS, offset=2**40)
-    info = {'entropy_rate': train.entropy_rate, 'optimal_loss': train.optimal_loss}
+    # data.tokenizer reads 'byte' (the field's default) but the tokens are the chain's states:
+    # each counts as one byte, so bits_per_byte is bits per state token.
+    info = {'entropy_rate': train.entropy_rate, 'optimal_loss': train.optimal_loss,
+            'tokens': f'synthetic states 0..{spec.vocab - 1} and end-of-text {spec.vocab}',
+            'bits_per_byte_unit': 'bits per synthetic token (a token counts as one byte)'}
     fingerprint = 'synthetic-' + '-'.join(f'{k}{v}' for k, v in dataclasses.asdict(spec).items())
     return Corpus(train, held_out, synthetic.SyntheticTokenizer(spec.vocab), fingerprint, info)
   tokenizer = tokenizers.load(cfg.tokenizer)

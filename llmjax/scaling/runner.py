@@ -19,15 +19,13 @@ import hashlib
 import importlib.util
 import json
 import pathlib
-import subprocess
 import time
 import traceback
 
 import jax
-import jaxlib
 from ml_collections import config_dict
 
-from llmjax import configs, train
+from llmjax import configs, provenance, train
 from llmjax.data.sources import DataError
 from llmjax.scaling import grids
 
@@ -111,11 +109,12 @@ def run_trial(workdir: pathlib.Path, trial: grids.Trial, exp: configs.Experiment
   folder = trial_dir(workdir, trial.name)
   previous = read_status(workdir, trial.name)
   digest = config_hash(exp)
+  env = provenance.environment()  # the same record as a plain run's provenance.json
   record = {
       'name': trial.name, 'overrides': dict(trial.overrides), 'tags': dict(trial.tags),
-      'status': RUNNING, 'config_hash': digest, 'git_commit': _git_commit(),
-      'jax_version': jax.__version__, 'jaxlib_version': jaxlib.__version__,
-      'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
+      'status': RUNNING, 'config_hash': digest, 'git_commit': env['git_commit'],
+      'jax_version': env['versions']['jax'], 'jaxlib_version': env['versions']['jaxlib'],
+      'versions': env['versions'], 'devices': env['devices'],
       'attempts': previous.get('attempts', 0) + 1,
       'wall_time_s': previous.get('wall_time_s', 0.0),
       'started': previous.get('started', _now()), 'error': '',
@@ -198,15 +197,3 @@ def _write_json(path: pathlib.Path, value) -> None:
 def _now() -> str:
   return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
 
-
-def _git_commit() -> str:
-  """Commit of the llmjax checkout, with '+dirty' for uncommitted changes; '' if not git."""
-  root = pathlib.Path(__file__).resolve().parents[2]
-  try:
-    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True,
-                            text=True, check=True, timeout=10).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root,
-                           capture_output=True, text=True, timeout=10).stdout.strip()
-  except (OSError, subprocess.SubprocessError):
-    return ''
-  return commit + ('+dirty' if dirty else '')
