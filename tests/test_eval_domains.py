@@ -121,6 +121,10 @@ RUNS = {  # data.source, eval.domains; `same` reads the run's own held-out split
 }
 
 
+TASKS = {  # eval.tasks, eval.tasks_every
+    'synthetic': (('synthetic_chain',), 0), 'pystdlib': (('code_next_line', 'code_classify'), 2)}
+
+
 @pytest.mark.parametrize('run', [
     'synthetic', pytest.param('pystdlib', marks=pytest.mark.slow)])  # its full split: ~20 s
 def test_a_run_reports_each_domain_in_metrics_and_the_results_table(tmp_path, run):
@@ -130,6 +134,9 @@ def test_a_run_reports_each_domain_in_metrics_and_the_results_table(tmp_path, ru
   config.train.steps, config.train.eval_every, config.train.log_every = 4, 2, 2
   config.optim.warmup_steps, config.train.eval_batches, config.train.sample_tokens = 1, 1, 0
   config.metrics.tensorboard, config.checkpoint.keep_log_spaced = False, False
+  task_names, every = TASKS[run]
+  config.eval.tasks, config.eval.tasks_every, config.eval.tasks_max_examples = (
+      ','.join(task_names), every, 8)
   exp = configs.build(config, jax.device_count())
   workdir = tmp_path / 'sweep' / 'trials' / 't0'
   train.run(exp, workdir, configs.as_dict(exp))
@@ -145,6 +152,13 @@ def test_a_run_reports_each_domain_in_metrics_and_the_results_table(tmp_path, ru
     if 'same' in names:
       assert r['eval/same/loss'] == r['eval/loss']  # the same split, the same evaluation
   assert len({evals[-1][f'eval/{name}/loss'] for name in names}) == len(names)
+  scored = [r for r in records if any(k.startswith('task/') for k in r)]
+  assert [r['step'] for r in scored] == ([2, 4] if every else [4])  # and at the last step
+  saved = json.loads((workdir / 'eval' / '4.json').read_text())['tasks']
+  for task in task_names:
+    acc = scored[-1][f'task/{task}/acc']
+    assert 0 <= acc <= 1 and saved[task]['acc'] == acc and saved[task]['num_examples'] == 8
+    assert f'task/{task}/acc_stderr' in scored[-1]
 
   sweep = tmp_path / 'sweep'
   (sweep / 'sweep.json').write_text(json.dumps({'trials': [
@@ -156,3 +170,15 @@ def test_a_run_reports_each_domain_in_metrics_and_the_results_table(tmp_path, ru
     for metric in ('loss', 'bits_per_byte'):
       column = f'eval/{name}/{metric}'
       assert table.loc[0, column] == evals[-1][column]
+  for task in task_names:
+    assert table.loc[0, f'task/{task}/acc'] == scored[-1][f'task/{task}/acc']
+
+
+def test_unknown_tasks_are_refused_before_the_workdir_exists(tmp_path):
+  config = _base_config()
+  config.data.source, config.train.sample_tokens = 'synthetic:vocab=16,doc_len=64', 0
+  config.eval.tasks = 'synthetic_chain,no_such_task'
+  exp = configs.build(config, jax.device_count())
+  with pytest.raises(pipeline.DataError, match="config.eval.tasks: unknown task 'no_such_task'"):
+    train.run(exp, tmp_path / 'run', configs.as_dict(exp))
+  assert not (tmp_path / 'run').exists()

@@ -5,8 +5,9 @@ name, status, N (total and non-embedding parameters), D (training tokens), C (tr
 FLOPs by llmjax.flops), the IsoFLOP budget it was made for, final and best held-out
 loss, bits/byte, train loss, steps, wall time, throughput, MFU and provenance (config
 hash, git commit, data fingerprint, JAX versions), then one column per eval domain metric
-(`eval/NAME/loss`, `eval/NAME/bits_per_byte`, named like the metrics). Fits read only rows
-marked done.
+(`eval/NAME/loss`, `eval/NAME/bits_per_byte`) and per task metric scored during training
+(`task/NAME/METRIC`, its `_stderr` too), named like the metrics. Fits read only rows marked
+done.
 """
 
 import json
@@ -96,6 +97,9 @@ def _metrics_summary(records: list[dict]) -> dict:
                    best_eval_loss=min(r['eval/loss'] for r in evals),
                    eval_bits_per_byte=evals[-1]['eval/bits_per_byte'])
     summary.update({key: value for key, value in evals[-1].items() if _is_domain_metric(key)})
+  scored = [r for r in records if any(key.startswith('task/') for key in r)]
+  if scored:  # the newest task evaluation
+    summary.update({key: value for key, value in scored[-1].items() if key.startswith('task/')})
   if train:
     recent = train[-TRAIN_LOSS_WINDOW:]
     summary['train_loss'] = sum(r['loss'] for r in recent) / len(recent)
