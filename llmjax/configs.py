@@ -41,6 +41,12 @@ class EvalConfig:
   # Named held-out sets evaluated at every train.eval_every (eval/NAME/loss, bits_per_byte):
   # NAME=SOURCE entries, or a bare stdlib_code | stdlib_tests | stdlib_text (data.domains).
   domains: tuple[str, ...] = ()
+  # Downstream tasks scored during training (python -m llmjax.eval's --tasks: built-in names,
+  # jsonl:PATH:KIND[:...]), comma-separated; results in metrics.jsonl (task/NAME/METRIC)
+  # and RUN/eval/STEP.json. Names are resolved before anything is written.
+  tasks: str = ''
+  tasks_every: int = 0  # steps between task evaluations; 0: only at the last step
+  tasks_max_examples: int = -1  # per task; -1: each task's own default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,7 +382,7 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
     errors.append(f'config.optim.no_decay_groups: unknown groups {sorted(unknown_groups)}; '
                   f'known: {", ".join(parametrization.GROUPS)}')
   _check_parametrization(exp, errors)
-  errors += [f'config.{p}' for p in domains.problems(exp.eval.domains, d)]
+  _check_eval(exp, errors)
   _check_mesh(exp, num_devices, errors)
 
 
@@ -400,6 +406,19 @@ def _check_rope(m: ModelConfig, errors: list[str]) -> None:
                   f'{m.rope_original_max_len}) and 0 < rope_low_freq_factor < '
                   f'rope_high_freq_factor (got {m.rope_low_freq_factor}, '
                   f'{m.rope_high_freq_factor})')
+
+
+def _check_eval(exp: Experiment, errors: list[str]) -> None:
+  """eval.domains (cheap checks of their sources) and the task cadence; task names are
+  resolved by the loop before the workdir is touched (llmjax.eval sits above configs)."""
+  e = exp.eval
+  errors += [f'config.{p}' for p in domains.problems(e.domains, exp.data)]
+  if e.tasks_every < 0:
+    errors.append(f'config.eval.tasks_every={e.tasks_every} must not be negative '
+                  f'(0: only at the last step)')
+  if e.tasks_max_examples == 0 or e.tasks_max_examples < -1:
+    errors.append(f'config.eval.tasks_max_examples={e.tasks_max_examples} must be -1 '
+                  f"(each task's own default) or positive")
 
 
 def _check_parametrization(exp: Experiment, errors: list[str]) -> None:
