@@ -12,6 +12,7 @@ Training runs use the same file with a real mesh and data (launch/).
 """
 
 from llmjax import configs
+from llmjax.model import config as model_config
 
 
 def get_config(preset: str = 'llama3.2-1b'):
@@ -19,8 +20,10 @@ def get_config(preset: str = 'llama3.2-1b'):
   config.model.preset = preset  # every model field from the preset; set one to override it
   config.model.dtype = 'bfloat16'  # compute; parameters and the loss stay float32
   config.model.remat = 'full'  # recompute each layer's activations in the backward pass
-  config.data.seq_len = 2048  # T
-  config.data.global_batch_size = 256  # B: 0.5M tokens per step
+  # T: 2048, or the preset's whole context when shorter (GPT-2: 1024; the ladder: the
+  # model default); --config.data.seq_len with --config.model.max_len sets both
+  config.data.seq_len = min(2048, _context(preset))
+  config.data.global_batch_size = 256  # B: 0.5M tokens per step at T=2048
   config.optim.lr = 3e-4  # peak learning rate
   config.optim.schedule = 'cosine'
   config.optim.warmup_steps = 2000
@@ -29,3 +32,8 @@ def get_config(preset: str = 'llama3.2-1b'):
   config.train.eval_every = 2000
   config.checkpoint.every_minutes = 30.0  # plus steps 1, 2, 4, ... and the last
   return config
+
+
+def _context(preset: str) -> int:
+  """The preset's max_len (an unknown preset is reported by configs.build)."""
+  return model_config.PRESETS.get(preset, {}).get('max_len', model_config.ModelConfig.max_len)

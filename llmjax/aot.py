@@ -21,7 +21,7 @@ from llmjax import flops, optim, sharding, step
 from llmjax.configs import Experiment
 from llmjax.data.pipeline import DataConfig
 
-GIB = 1024**3
+UNITS = ('B', 'KiB', 'MiB', 'GiB', 'TiB')
 
 
 def abstract_batch(cfg: DataConfig, batch_sharding) -> dict[str, jax.ShapeDtypeStruct]:
@@ -84,6 +84,32 @@ def format_report(exp: Experiment, mesh: jax.sharding.Mesh, report: dict[str, fl
            f'{mesh.devices.flat[0].platform} devices, mesh {dict(mesh.shape)}, '
            f'{rows_per_device} x {exp.data.seq_len} tokens per device, in '
            f'{report["compile_s"]:.1f} s',
-           'memory per device (GiB):']
-  lines += [f'  {name:<40}{size / GIB:9.3f}' for name, size in memory]
+           'memory per device:']
+  lines += [f'  {name:<40}{human_bytes(size):>12}' for name, size in memory]
+  lines += [f'warning: {w}' for w in axis_warnings(exp, dict(mesh.shape))]
   return '\n'.join(lines)
+
+
+def human_bytes(size: float) -> str:
+  """'87.03 MiB': the largest binary unit that keeps the number at least 1."""
+  unit = 0
+  while abs(size) >= 1024 and unit < len(UNITS) - 1:
+    size, unit = size / 1024, unit + 1
+  return f'{size:.0f} B' if unit == 0 else f'{size:.2f} {UNITS[unit]}'
+
+
+def axis_warnings(exp: Experiment, mesh_shape: dict[str, int]) -> list[str]:
+  """Head axes a mesh axis cannot split: sharding.logical_to_spec then leaves them
+  replicated over it, so the mesh axis buys no memory for them (it still compiles)."""
+  rules, found = dict(exp.mesh.rules), []
+  for name, field, count in (('heads', 'num_heads', exp.model.num_heads),
+                             ('kv_heads', 'num_kv_heads', exp.model.num_kv_heads)):
+    target = rules.get(name)
+    for axis in (target,) if isinstance(target, str) else tuple(target or ()):
+      n = mesh_shape.get(axis, 1)
+      if n > 1 and count % n:
+        how = 'exceeds' if n > count else 'does not divide'
+        found.append(f'the {axis} axis ({n} devices) {how} model.{field}={count}: the '
+                     f'{name} weights stay replicated over it (unused for them); use a '
+                     f'{axis} size that divides {count}')
+  return found

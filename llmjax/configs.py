@@ -362,7 +362,8 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
   if not 0.0 <= m.dropout < 1.0:
     errors.append(f'config.model.dropout={m.dropout} must be in [0, 1)')
   if d.seq_len > m.max_len:
-    errors.append(f'config.data.seq_len={d.seq_len} exceeds model.max_len={m.max_len}')
+    errors.append(f'config.data.seq_len={d.seq_len} exceeds model.max_len={m.max_len}; set '
+                  f'--config.data.seq_len={m.max_len} (or less), or a longer model.max_len')
   _choice(errors, 'data.packing', d.packing, pipeline.PACKINGS)
   _choice(errors, 'train.nonfinite', t.nonfinite, NONFINITE_POLICIES)
   if exp.checkpoint.keep_last < 1:

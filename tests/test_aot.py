@@ -32,6 +32,36 @@ def test_parameters_and_optimizer_state_split_evenly_over_fsdp():
   assert report['peak_bytes'] >= report['arguments_bytes'] + report['temp_bytes']
   text = aot.format_report(exp, mesh, report)
   assert "mesh {'data': 1, 'fsdp': 8, 'tensor': 1}, 1 x 32 tokens per device" in text
+  assert f"\n  {'parameters':<40}{aot.human_bytes(report['params_bytes']):>12}\n" in text
+  assert 'warning' not in text  # 4 heads, 2 kv heads, tensor axis 1
+
+
+@pytest.mark.parametrize('size, text', [
+    (0, '0 B'), (1023, '1023 B'), (1024, '1.00 KiB'), (89_128_960, '85.00 MiB'),
+    (13.5 * 2**30, '13.50 GiB'), (3 * 2**40, '3.00 TiB'), (5 * 2**50, '5120.00 TiB')])
+def test_memory_is_shown_in_the_unit_its_size_calls_for(size, text):
+  assert aot.human_bytes(size) == text
+
+
+def _exp(num_heads, num_kv_heads, tensor):
+  config = configs.defaults()
+  config.model.update(vocab_size=264, d_model=64, num_layers=2, num_heads=num_heads,
+                      num_kv_heads=num_kv_heads, mlp_dim=128, max_len=32)
+  config.data.update(seq_len=32, global_batch_size=8)
+  config.mesh.tensor = tensor
+  return configs.build(config, 8)
+
+
+def test_a_tensor_axis_the_heads_cannot_use_is_warned_about():
+  assert aot.axis_warnings(_exp(4, 4, 4), {'data': 2, 'fsdp': 1, 'tensor': 4}) == []
+  warnings = aot.axis_warnings(_exp(4, 2, 4), {'data': 2, 'fsdp': 1, 'tensor': 4})
+  assert warnings == ['the tensor axis (4 devices) exceeds model.num_kv_heads=2: the kv_heads '
+                      'weights stay replicated over it (unused for them); use a tensor size '
+                      'that divides 2']
+  both = aot.axis_warnings(_exp(2, 2, 8), {'data': 1, 'fsdp': 1, 'tensor': 8})
+  assert [w.split(':')[0] for w in both] == [
+      'the tensor axis (8 devices) exceeds model.num_heads=2',
+      'the tensor axis (8 devices) exceeds model.num_kv_heads=2']
 
 
 @pytest.mark.slow
@@ -47,8 +77,10 @@ def test_compile_only_of_a_1b_preset_on_64_fake_devices(tmp_path):
   params = flops.param_counts(from_preset('llama3.2-1b'))['total']
   assert (f'compiled the train step of {params:,} parameters on 64 cpu devices, mesh '
           f"{{'data': 1, 'fsdp': 16, 'tensor': 4}}, 1 x 128 tokens per device") in out, out
-  gib = {m[1].strip(): float(m[2]) for m in re.finditer(r'\n  (\D+?) +([\d.]+)', out)}
+  scale = {unit: 1024**i for i, unit in enumerate(aot.UNITS)}
+  size = {m[1].strip(): float(m[2]) * scale[m[3]]
+          for m in re.finditer(r'\n  (\D+?) +([\d.]+) (\w+)', out)}
   # Embeddings, projections and MLPs split 64 ways; only the norm scales are not.
-  assert abs(gib['parameters'] - params * 4 / 64 / 2**30) < 0.001
-  assert gib['activations and temporaries'] > 0
+  assert abs(size['parameters'] - params * 4 / 64) < 0.001 * 2**30
+  assert size['activations and temporaries'] > 0
   assert list(tmp_path.iterdir()) == []  # no workdir, no data
