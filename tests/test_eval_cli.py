@@ -154,3 +154,5 @@ def test_bad_step_and_folder_exit_2(run_dir, tmp_path, capsys, no_model):
   assert 'does not exist; expected a run folder' in capsys.readouterr().err
   assert cli.main(['--workdir', str(run_dir), '--tasks', spec, '--max_examples', '0']) == 2
   assert '--max_examples must be >= 1' in capsys.readouterr().err
+  assert cli.main(['--workdir', str(run_dir), '--tasks', spec, '--rows', '0']) == 2
+  assert '--rows must be >= 1, got 0' in capsys.readouterr().err

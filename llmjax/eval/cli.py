@@ -25,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument('--step', type=int, help='checkpoint step; default: the newest')
   parser.add_argument('--max_examples', type=int, help="per task; default: the task's own")
   parser.add_argument('--seed', type=int, default=0, help='task generation and bootstrap')
+  parser.add_argument('--rows', type=int, default=8,
+                      help='packed rows per forward pass (more on an accelerator)')
   parser.add_argument('--no_write', action='store_true', help='print only; write no file')
   return parser
 
@@ -58,7 +60,10 @@ def main(argv=None) -> int:
                                      seed=args.seed, max_examples=args.max_examples)
     step = run.step_at(args.step)
     tokenizer = run.tokenizer
-    results = runner.evaluate(task_list, run.model(step), tokenizer, seed=args.seed)
+    if args.rows < 1:
+      raise TaskError(f'--rows must be >= 1, got {args.rows}')
+    results = runner.evaluate(task_list, run.model(step), tokenizer, seed=args.seed,
+                              rows=args.rows)
   except (FileNotFoundError, ValueError) as e:  # TaskError is a ValueError
     print(f'llmjax.eval: {e}', file=sys.stderr)
     return 2

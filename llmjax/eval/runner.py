@@ -144,11 +144,12 @@ def evaluate_task(task: Task, model, tokenizer, *, scorer: Scorer | None = None,
   return out
 
 
-def evaluate(task_list: Sequence[Task], model, tokenizer, seed: int = 0) -> dict:
-  """{task name: evaluate_task's results}; every task is validated before any is scored."""
+def evaluate(task_list: Sequence[Task], model, tokenizer, seed: int = 0, rows: int = 8) -> dict:
+  """{task name: evaluate_task's results}; every task is validated before any is scored.
+  `rows`: rows of the packed scorer per forward pass (more for an accelerator)."""
   for task in task_list:
     tasks.validate(task)
-  scorer = Scorer(model)
+  scorer = Scorer(model, rows=rows)
   return {t.name: evaluate_task(t, model, tokenizer, scorer=scorer, seed=seed)
           for t in task_list}
 
