@@ -397,6 +397,31 @@ def _data_defaults(exp: Experiment) -> Experiment:
 
 
 def _check_rope(m: ModelConfig, errors: list[str]) -> None:
+  _check_rope(m, errors)
+  _choice(errors, 'model.rope_scaling', m.rope_scaling, options.ROPE_SCALINGS)
+  if m.rope_scaling == 'llama3' and not (m.rope_scaling_factor > 0 and m.rope_original_max_len > 0
+                                         and 0 < m.rope_low_freq_factor < m.rope_high_freq_factor):
+    errors.append(f'config.model: rope_scaling=llama3 needs rope_scaling_factor > 0 '
+                  f'(got {m.rope_scaling_factor}), rope_original_max_len > 0 (got '
+                  f'{m.rope_original_max_len}) and 0 < rope_low_freq_factor < '
+                  f'rope_high_freq_factor (got {m.rope_low_freq_factor}, '
+                  f'{m.rope_high_freq_factor})')
+
+
+def _check_eval(exp: Experiment, errors: list[str]) -> None:
+  """eval.domains (cheap checks of their sources) and the task cadence; task names are
+  resolved by the loop before the workdir is touched (llmjax.eval sits above configs)."""
+  e = exp.eval
+  errors += [f'config.{p}' for p in domains.problems(e.domains, exp.data)]
+  if e.tasks_every < 0:
+    errors.append(f'config.eval.tasks_every={e.tasks_every} must not be negative '
+                  f'(0: only at the last step)')
+  if e.tasks_max_examples == 0 or e.tasks_max_examples < -1:
+    errors.append(f'config.eval.tasks_max_examples={e.tasks_max_examples} must be -1 '
+                  f"(each task's own default) or positive")
+
+
+def _check_rope(m: ModelConfig, errors: list[str]) -> None:
   if options.POSITIONS[m.positions].rotary and m.head_dim % 2:
     errors.append(f'config.model.head_dim={m.head_dim} must be even for rope positions')
   _choice(errors, 'model.rope_scaling', m.rope_scaling, options.ROPE_SCALINGS)

@@ -42,8 +42,10 @@ def _layer_vector_params(cfg: ModelConfig) -> int:
   count = 2 * d * norm_width
   if cfg.qk_norm:
     count += 2 * h * norm_width
+  if cfg.use_bias or cfg.qkv_bias:
+    count += n * h + 2 * k * h
   if cfg.use_bias:
-    count += n * h + 2 * k * h + d + f + d
+    count += d + f + d
   return count
 
 

@@ -236,13 +236,21 @@ def test_warm_start_from_a_hugging_face_folder(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('hf_cfg, message', [
-    ({'model_type': 'bert'}, "unsupported model_type 'bert'; supported: gpt2, llama"),
+    ({'model_type': 'bert'}, "unsupported model_type 'bert'; supported: gpt2, llama, mistral, qwen2"),
     ({'model_type': 'gpt2', 'activation_function': 'relu'},
      r"activation_function='relu'; llmjax supports 'gelu_new' or 'gelu_pytorch_tanh'"),
     ({'model_type': 'gpt2', 'scale_attn_by_inverse_layer_idx': True},
      'scale_attn_by_inverse_layer_idx=True'),
     ({'model_type': 'llama', 'rope_scaling': {'rope_type': 'llama3', 'factor': 8.0}},
-     "rope scaling 'llama3'"),
+     'llama3 rope scaling without low_freq_factor, high_freq_factor, '
+     'original_max_position_embeddings'),
+    ({'model_type': 'mistral', 'max_position_embeddings': 32768, 'sliding_window': 4096},
+     'sliding_window=4096 is shorter than max_position_embeddings=32768'),
+    ({'model_type': 'mistral', 'max_position_embeddings': 32768},  # the class default window
+     'sliding_window=4096 is shorter'),
+    ({'model_type': 'qwen2', 'num_hidden_layers': 4, 'use_sliding_window': True,
+      'sliding_window': 16, 'max_window_layers': 2, 'max_position_embeddings': 64},
+     'sliding_window=16 is shorter than max_position_embeddings=64'),
     ({'model_type': 'llama', 'rope_parameters': {'rope_type': 'yarn', 'rope_theta': 1e4}},
      "rope scaling 'yarn'"),
     ({'model_type': 'llama', 'attention_bias': True}, 'attention_bias=True'),

@@ -15,7 +15,7 @@ import sys
 
 import safetensors
 
-from llmjax.convert import run_folder
+from llmjax.convert import hf_config, run_folder
 from llmjax.model.config import DTYPES
 
 
@@ -32,13 +32,17 @@ def main(argv=None) -> int:
   to_hf.add_argument('--out', required=True, help='the Hugging Face folder to write')
   to_hf.add_argument('--overwrite', action='store_true', help='replace files in a non-empty --out')
   to_hf.add_argument('--dtype', default='float32', choices=DTYPES, help='dtype of the tensors')
+  to_hf.add_argument('--family', choices=hf_config.SUPPORTED, default=None,
+                     help='model_type to write; default: the imported one, else gpt2 for '
+                          'learned positions, qwen2 for q/k/v biases, llama otherwise')
   args = parser.parse_args(argv)
   try:
     if args.command == 'hf-to-llmjax':
       step = run_folder.hf_to_run(args.hf_dir, args.out, args.dtype)
       print(f'wrote {step}; start a run from it with --config.init_from={args.out}')
     else:
-      out = run_folder.run_to_hf(args.workdir, args.out, args.step, args.overwrite, args.dtype)
+      out = run_folder.run_to_hf(args.workdir, args.out, args.step, args.overwrite, args.dtype,
+                                 args.family)
       print(f'wrote {out}')
   except (ValueError, FileNotFoundError, FileExistsError) as e:  # bad input, named by the error
     print(f'llmjax.convert: {e}', file=sys.stderr)

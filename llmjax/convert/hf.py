@@ -20,7 +20,7 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from llmjax.convert import hf_weights
+from llmjax.convert import hf_tokenizer, hf_weights
 from llmjax.convert.hf_config import (ConversionError, architecture_mismatch, config_from_hf,
                                       config_to_hf)
 from llmjax.data.tokenizers import HuggingFaceTokenizer
@@ -93,8 +93,8 @@ def _check_tensors(folder: pathlib.Path, cfg: ModelConfig, found: dict) -> None:
       problems.append(f'{name}: missing (expected shape {shape})')
     elif found[name][1] != shape:
       problems.append(f'{name}: shape {found[name][1]} in the file, {shape} from config.json')
-  problems += [f'{name}: unexpected tensor (not part of a {hf_weights.family(cfg)} model of '
-               f'this config)' for name in found
+  problems += [f'{name}: unexpected tensor (not part of a model of this config.json)'
+               for name in found
                if name not in expected and not hf_weights.IGNORED.search(name)]
   if problems:
     more = len(problems) - _MAX_LISTED
@@ -147,8 +147,13 @@ def _fitting_tokenizer(file: pathlib.Path, vocab_size: int) -> HuggingFaceTokeni
   return tokenizer
 
 
+def model_type(folder) -> str:
+  """The family (`model_type`) of a Hugging Face folder whose config.json llmjax reads."""
+  return json.loads((pathlib.Path(folder) / 'config.json').read_text())['model_type']
+
+
 def load_hf(path, dtype: str = 'float32') -> tuple[Transformer, HuggingFaceTokenizer | None]:
-  """A Hugging Face GPT-2 or Llama folder as an llmjax model, and its tokenizer.
+  """A Hugging Face folder (hf_config.FAMILIES) as an llmjax model, and its tokenizer.
 
   Args:
     path: folder with config.json and safetensors weights (tokenizer.json optional).
@@ -211,30 +216,55 @@ def _tokenizer_sources(tokenizer_dir) -> dict[str, pathlib.Path]:
 
 
 def check_export(cfg: ModelConfig, out_dir, overwrite: bool = False,
-                 dtype: str = 'float32') -> None:
+                 dtype: str = 'float32', kind: str | None = None) -> None:
   """Raises unless a model of `cfg` can be written to `out_dir` (see `save_hf`)."""
   if dtype not in DTYPES:
     raise ValueError(f'dtype {dtype!r}; choose one of {", ".join(DTYPES)}')
   problems = hf_weights.fold_problems(cfg)  # first: more specific than what HF lacks
   if problems:
     raise ConversionError('cannot fold into Hugging Face weights: ' + '; '.join(problems))
-  config_to_hf(cfg, dtype)
+  config_to_hf(cfg, dtype, kind=kind)
   out = pathlib.Path(out_dir)
   if out.exists() and any(out.iterdir()) and not overwrite:
     raise FileExistsError(f'{out} is not empty; choose another folder or overwrite it '
                           f'(overwrite=True, --overwrite)')
 
 
+def _write_tokenizer(out: pathlib.Path, cfg: ModelConfig, tokenizer_dir, run_tokenizer):
+  """Writes the tokenizer files; returns end-of-text's id (None without a tokenizer)."""
+  if run_tokenizer is not None:
+    converted, eot = run_tokenizer
+    hf_tokenizer.write(out, converted, eot, cfg.max_len)
+    return converted.token_to_id(eot)
+  files = _tokenizer_sources(tokenizer_dir) if tokenizer_dir else {}
+  for name, file in files.items():
+    shutil.copyfile(file, out / name)
+  if 'tokenizer.json' not in files:
+    return None
+  tokenizer = _fitting_tokenizer(files['tokenizer.json'], cfg.vocab_size)
+  if 'tokenizer_config.json' not in files:  # what AutoTokenizer needs beside tokenizer.json
+    eot = tokenizer._tok.id_to_token(tokenizer.eot_id)
+    config = dict(tokenizer_class='PreTrainedTokenizerFast', model_max_length=cfg.max_len,
+                  eos_token=eot, clean_up_tokenization_spaces=False)
+    (out / 'tokenizer_config.json').write_text(json.dumps(config, indent=2) + '\n')
+  return tokenizer.eot_id
+
+
 def save_hf(model: Transformer, out_dir, tokenizer_dir=None, overwrite: bool = False,
-            dtype: str = 'float32') -> pathlib.Path:
-  """Writes `model` as a Hugging Face folder (GPT2LMHeadModel or LlamaForCausalLM).
+            dtype: str = 'float32', kind: str | None = None,
+            run_tokenizer: tuple | None = None) -> pathlib.Path:
+  """Writes `model` as a Hugging Face folder (hf_config.FAMILIES).
 
   Args:
-    model: the llmjax Transformer; learned positions export as GPT-2, rope as Llama.
+    model: the llmjax Transformer.
     out_dir: the folder to write; it must be empty or absent unless `overwrite`.
     tokenizer_dir: a tokenizer.json, or a folder whose tokenizer files are copied.
     overwrite: replace the files of a non-empty `out_dir`.
     dtype: dtype of the written tensors: float32 (default) or bfloat16.
+    kind: the family (model_type); default `hf_config.family`: learned positions export
+      as gpt2, q/k/v biases as qwen2, the rest as llama (mistral when asked).
+    run_tokenizer: (tokenizers.Tokenizer, end-of-text) from `hf_tokenizer.of_run`,
+      written instead of copying `tokenizer_dir`.
   Returns:
     The folder written; a mup/completep model's forward multipliers folded into its
     weights (`hf_weights.fold_multipliers`). Raises ConversionError for a model HF cannot
@@ -242,12 +272,11 @@ def save_hf(model: Transformer, out_dir, tokenizer_dir=None, overwrite: bool = F
     FileExistsError for a non-empty `out_dir`, both before writing anything.
   """
   cfg, out = model.cfg, pathlib.Path(out_dir)
-  check_export(cfg, out, overwrite, dtype)
-  tokenizer_files = _tokenizer_sources(tokenizer_dir) if tokenizer_dir else {}
-  eos = None
-  if 'tokenizer.json' in tokenizer_files:
-    eos = _fitting_tokenizer(tokenizer_files['tokenizer.json'], cfg.vocab_size).eot_id
-  hf_config = config_to_hf(cfg, dtype, eos)
+  check_export(cfg, out, overwrite, dtype, kind)
+  if tokenizer_dir and run_tokenizer is None:  # checked before anything is written
+    files = _tokenizer_sources(tokenizer_dir)
+    if 'tokenizer.json' in files:
+      _fitting_tokenizer(files['tokenizer.json'], cfg.vocab_size)
   if overwrite and out.exists():
     for stale in [*out.glob('*.safetensors'), out / INDEX]:  # never mix in old shards
       stale.unlink(missing_ok=True)
@@ -257,9 +286,12 @@ def save_hf(model: Transformer, out_dir, tokenizer_dir=None, overwrite: bool = F
   tensors = {name: array.astype(jnp.dtype(dtype))
              for name, array in hf_weights.to_hf(cfg, params).items()}
   out.mkdir(parents=True, exist_ok=True)
+  eos = _write_tokenizer(out, cfg, tokenizer_dir, run_tokenizer)
   # transformers checks the 'format' metadata before it reads a safetensors file.
   save_file(tensors, str(out / WEIGHTS), metadata={'format': 'pt'})
-  (out / 'config.json').write_text(json.dumps(hf_config, indent=2) + '\n')
-  for name, file in tokenizer_files.items():
-    shutil.copyfile(file, out / name)
+  (out / 'config.json').write_text(json.dumps(config_to_hf(cfg, dtype, eos, kind), indent=2)
+                                   + '\n')
+  if eos is not None:  # generate() stops at end-of-text and pads with it
+    generation = dict(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    (out / 'generation_config.json').write_text(json.dumps(generation, indent=2) + '\n')
   return out

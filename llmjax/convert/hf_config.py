@@ -1,20 +1,40 @@
-"""Hugging Face `config.json` <-> ModelConfig for the GPT-2 and Llama families.
+"""Hugging Face `config.json` <-> ModelConfig for the GPT-2, Llama, Mistral and Qwen2 families.
 
-Import refuses every HF feature llmjax's Transformer does not compute (scaled
-rope, other activations, biases llmjax has no slot for), so an imported model
-is the same function as the HF one. Export refuses llmjax configs that neither
-HF family expresses, naming the fields.
+Each family is one `Family` entry of `FAMILIES`: its class, the class defaults of its
+config, how its config.json reads into ModelConfig fields and is written back, and what it
+can express. Llama, Mistral and Qwen2 share the rotary reader and writer; they differ in
+a few table fields (Qwen2's q/k/v biases, the sliding window's keys). Import refuses
+every HF feature llmjax's Transformer does not compute (other rope scalings and
+activations, biases llmjax has no slot for, a sliding window shorter than the context),
+so an imported model is the same function as the HF one. Export refuses llmjax configs
+that the family does not express, naming the fields.
 """
 
 import dataclasses
+from collections.abc import Callable
 
 from llmjax.model import options
 from llmjax.model.config import ModelConfig
 
-SUPPORTED = ('gpt2', 'llama')
 
-# Class defaults of transformers' GPT2Config and LlamaConfig: config.json files
-# written by `save_pretrained` may leave out fields that keep these values.
+class ConversionError(ValueError):
+  """A Hugging Face folder or an llmjax model that cannot be converted; says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """One Hugging Face model family (a `model_type`)."""
+  architecture: str  # the transformers *ForCausalLM class
+  defaults: dict  # its config class's defaults: config.json files may leave these out
+  read: Callable[[dict, 'Family'], dict]  # config.json (defaults filled) -> ModelConfig fields
+  write: Callable[[ModelConfig, 'Family'], dict]  # ModelConfig -> the family's config keys
+  needs: dict  # ModelConfig field -> the values this family can express
+  fixed: dict  # HF keys that must have these values (export writes them)
+  fixed_why: str  # what llmjax computes instead of another value of a fixed key
+  written: dict = dataclasses.field(default_factory=dict)  # more keys export writes
+  window: Callable[[dict], int | None] = lambda hf: None  # sliding window, when one applies
+
+
 _GPT2_DEFAULTS = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12,
                       n_inner=None, activation_function='gelu_new', layer_norm_epsilon=1e-5,
                       tie_word_embeddings=True, scale_attn_weights=True,
@@ -24,49 +44,31 @@ _LLAMA_DEFAULTS = dict(vocab_size=32000, hidden_size=4096, intermediate_size=110
                        head_dim=None, hidden_act='silu', max_position_embeddings=2048,
                        rms_norm_eps=1e-6, rope_theta=10_000.0, tie_word_embeddings=False,
                        attention_bias=False, mlp_bias=False)
+_MISTRAL_DEFAULTS = {**_LLAMA_DEFAULTS, 'intermediate_size': 14336, 'num_key_value_heads': 8,
+                     'max_position_embeddings': 131072, 'sliding_window': 4096}
+_QWEN2_DEFAULTS = {**_LLAMA_DEFAULTS, 'vocab_size': 151936, 'intermediate_size': 22016,
+                   'max_position_embeddings': 32768, 'use_sliding_window': False,
+                   'sliding_window': 4096, 'max_window_layers': 28}
 
 # The fields a checkpoint's parameters and its function depend on. The others
 # (dtypes, dropout, remat, scan, attention kernel, init scale) are a run's own.
 ARCHITECTURE_FIELDS = ('vocab_size', 'd_model', 'num_layers', 'num_heads', 'num_kv_heads',
                        'head_dim', 'mlp_dim', 'norm', 'norm_eps', 'positions', 'rope_theta',
-                       'mlp', 'tie_embeddings', 'use_bias', 'qk_norm', 'logits_soft_cap')
+                       'rope_scaling', 'rope_scaling_factor', 'rope_low_freq_factor',
+                       'rope_high_freq_factor', 'rope_original_max_len', 'mlp',
+                       'tie_embeddings', 'use_bias', 'qkv_bias', 'qk_norm', 'logits_soft_cap')
+# What no family computes: checked on every export.
+_NEEDED_BY_ALL = dict(qk_norm=(False,), logits_soft_cap=(0.0,))
 
 
-class ConversionError(ValueError):
-  """A Hugging Face folder or an llmjax model that cannot be converted; says why."""
-
-
-def config_from_hf(hf: dict, dtype: str = 'float32') -> ModelConfig:
-  """The ModelConfig of a Hugging Face `config.json` (as a dict) of a gpt2 or llama model.
-
-  Args:
-    hf: the parsed config.json.
-    dtype: parameter and compute dtype of the llmjax model (float32 or bfloat16).
-  Returns:
-    The ModelConfig; raises ConversionError for anything llmjax would compute differently.
-  """
-  kind = hf.get('model_type')
-  if kind == 'gpt2':
-    fields = _gpt2_fields({**_GPT2_DEFAULTS, **_not_null(hf)})
-  elif kind == 'llama':
-    fields = _llama_fields({**_LLAMA_DEFAULTS, **_not_null(hf)})
-  else:
-    raise ConversionError(f'unsupported model_type {kind!r}; supported: {", ".join(SUPPORTED)}')
-  return ModelConfig(**fields, param_dtype=dtype, dtype=dtype)
-
-
-def _not_null(hf: dict) -> dict:
-  return {k: v for k, v in hf.items() if v is not None}
+def _mlp_kinds(gated: bool) -> tuple[str, ...]:
+  return tuple(name for name, kind in options.MLPS.items() if kind.gated == gated)
 
 
 def _require(hf: dict, key: str, allowed: tuple, why: str) -> None:
   if hf[key] not in allowed:
     raise ConversionError(f'unsupported {hf["model_type"]} feature: {key}={hf[key]!r}; '
                           f'llmjax supports {" or ".join(map(repr, allowed))} ({why})')
-
-
-def _mlp_kinds(gated: bool) -> tuple[str, ...]:
-  return tuple(name for name, kind in options.MLPS.items() if kind.gated == gated)
 
 
 def _mlp(hf: dict, key: str, gated: bool) -> str:
@@ -78,10 +80,14 @@ def _mlp(hf: dict, key: str, gated: bool) -> str:
   return kind
 
 
-def _gpt2_fields(hf: dict) -> dict:
+def _check_fixed(hf: dict, fam: Family) -> None:
+  for key, value in fam.fixed.items():
+    _require(hf, key, (value,), fam.fixed_why)
+
+
+def _gpt2_fields(hf: dict, fam: Family) -> dict:
   mlp = _mlp(hf, 'activation_function', gated=False)
-  for key in ('scale_attn_weights', 'scale_attn_by_inverse_layer_idx', 'add_cross_attention'):
-    _require(hf, key, (_GPT2_DEFAULTS[key],), 'causal self-attention scaled by 1/sqrt(head dim)')
+  _check_fixed(hf, fam)
   d, n = hf['n_embd'], hf['n_head']
   if d % n:
     raise ConversionError(f'gpt2 config: n_embd={d} is not divisible by n_head={n}')
@@ -89,75 +95,180 @@ def _gpt2_fields(hf: dict) -> dict:
               num_kv_heads=n, head_dim=d // n, mlp_dim=hf['n_inner'] or 4 * d,
               max_len=hf['n_positions'], norm='layernorm', norm_eps=hf['layer_norm_epsilon'],
               positions='learned', mlp=mlp, tie_embeddings=hf['tie_word_embeddings'],
-              use_bias=True, dropout=0.0)
+              use_bias=True)
 
 
-def _llama_fields(hf: dict) -> dict:
-  mlp = _mlp(hf, 'hidden_act', gated=True)
-  # llmjax's use_bias also puts biases on the MLP, and its SwiGLU has no gate bias.
-  _require(hf, 'attention_bias', (False,), 'llama without projection biases')
-  _require(hf, 'mlp_bias', (False,), 'llama without projection biases')
+def _gpt2_config(cfg: ModelConfig, fam: Family) -> dict:
+  return dict(n_positions=cfg.max_len, n_embd=cfg.d_model, n_layer=cfg.num_layers,
+              n_head=cfg.num_heads, n_inner=cfg.mlp_dim,
+              activation_function=options.MLPS[cfg.mlp].hf_activations[0],
+              layer_norm_epsilon=cfg.norm_eps, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
+              attn_pdrop=0.0)
+
+
+# Hugging Face's llama3 rope keys -> ModelConfig fields.
+_LLAMA3_ROPE = dict(factor='rope_scaling_factor', low_freq_factor='rope_low_freq_factor',
+                    high_freq_factor='rope_high_freq_factor',
+                    original_max_position_embeddings='rope_original_max_len')
+
+
+def _rope_fields(hf: dict) -> dict:
+  """rope_theta and the rope scaling fields of a rotary family's config.json."""
   # transformers 5 writes rope_parameters; older versions rope_theta and rope_scaling.
   rope = hf.get('rope_parameters') or hf.get('rope_scaling') or {}
   rope_type = rope.get('rope_type', rope.get('type', 'default'))
-  if rope_type != 'default':
-    raise ConversionError(f'unsupported llama feature: rope scaling {rope_type!r}; llmjax '
-                          f'implements unscaled rope only (rope_type \'default\')')
+  scaling = options.rope_scaling_for_hf(rope_type)
+  if scaling is None:
+    known = ', '.join(repr(k.hf_rope_type) for k in options.ROPE_SCALINGS.values())
+    raise ConversionError(f'unsupported {hf["model_type"]} feature: rope scaling {rope_type!r}; '
+                          f'llmjax implements rope_type {known}')
   if rope.get('partial_rotary_factor', 1.0) != 1.0:
-    raise ConversionError('unsupported llama feature: partial_rotary_factor='
+    raise ConversionError(f'unsupported {hf["model_type"]} feature: partial_rotary_factor='
                           f'{rope["partial_rotary_factor"]}; llmjax rotates the whole head')
-  n = hf['num_attention_heads']
+  fields = dict(rope_theta=float(rope.get('rope_theta', hf['rope_theta'])), rope_scaling=scaling)
+  if scaling == 'llama3':
+    missing = [k for k in _LLAMA3_ROPE if rope.get(k) is None]
+    if missing:
+      raise ConversionError(f'{hf["model_type"]} config: llama3 rope scaling without '
+                            f'{", ".join(missing)}')
+    fields.update({field: type(getattr(ModelConfig, field))(rope[k])
+                   for k, field in _LLAMA3_ROPE.items()})
+  return fields
+
+
+def _rotary_fields(hf: dict, fam: Family) -> dict:
+  mlp = _mlp(hf, 'hidden_act', gated=True)
+  _check_fixed(hf, fam)
+  window, n = fam.window(hf), hf['num_attention_heads']
+  if window is not None and window < hf['max_position_embeddings']:
+    raise ConversionError(
+        f'unsupported {hf["model_type"]} feature: sliding_window={window} is shorter than '
+        f'max_position_embeddings={hf["max_position_embeddings"]}; llmjax attends over the '
+        f'whole context, so it would compute another function past {window} tokens')
   return dict(vocab_size=hf['vocab_size'], d_model=hf['hidden_size'],
               num_layers=hf['num_hidden_layers'], num_heads=n,
               num_kv_heads=hf['num_key_value_heads'] or n,
               head_dim=hf['head_dim'] or hf['hidden_size'] // n,
               mlp_dim=hf['intermediate_size'], max_len=hf['max_position_embeddings'],
-              norm='rmsnorm', norm_eps=hf['rms_norm_eps'], positions='rope',
-              rope_theta=float(rope.get('rope_theta', hf['rope_theta'])), mlp=mlp,
-              tie_embeddings=hf['tie_word_embeddings'], use_bias=False, dropout=0.0)
+              norm='rmsnorm', norm_eps=hf['rms_norm_eps'], positions='rope', mlp=mlp,
+              tie_embeddings=hf['tie_word_embeddings'], use_bias=False,
+              qkv_bias=fam.needs['qkv_bias'] == (True,), **_rope_fields(hf))
+
+
+def _rope_config(cfg: ModelConfig) -> dict:
+  kind = options.ROPE_SCALINGS[cfg.rope_scaling].hf_rope_type
+  rope = dict(rope_type=kind, rope_theta=cfg.rope_theta)
+  if cfg.rope_scaling == 'llama3':
+    rope.update({k: getattr(cfg, field) for k, field in _LLAMA3_ROPE.items()})
+  # rope_parameters for transformers 5, rope_theta and rope_scaling for older versions.
+  return dict(rope_theta=cfg.rope_theta, rope_parameters=rope,
+              rope_scaling=None if kind == 'default' else rope)
+
+
+def _rotary_config(cfg: ModelConfig, fam: Family) -> dict:
+  return dict(hidden_size=cfg.d_model, intermediate_size=cfg.mlp_dim,
+              num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+              num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+              hidden_act=options.MLPS[cfg.mlp].hf_activations[0],
+              max_position_embeddings=cfg.max_len, rms_norm_eps=cfg.norm_eps,
+              attention_dropout=0.0, **_rope_config(cfg))
+
+
+def _qwen2_window(hf: dict) -> int | None:
+  """Qwen2's window, when some layer slides (layer_types, else the layers from
+  max_window_layers on when use_sliding_window)."""
+  if 'layer_types' in hf:
+    slides = 'sliding_attention' in hf['layer_types']
+  else:
+    slides = hf['use_sliding_window'] and hf['max_window_layers'] < hf['num_hidden_layers']
+  return hf.get('sliding_window') if slides else None
+
+
+_ROTARY = dict(norm=('rmsnorm',), mlp=_mlp_kinds(gated=True), use_bias=(False,),
+               positions=('rope',))
+FAMILIES: dict[str, Family] = {
+    'gpt2': Family('GPT2LMHeadModel', _GPT2_DEFAULTS, _gpt2_fields, _gpt2_config,
+                   needs=dict(positions=('learned',), norm=('layernorm',),
+                              mlp=_mlp_kinds(gated=False), use_bias=(True,)),
+                   fixed=dict(scale_attn_weights=True, scale_attn_by_inverse_layer_idx=False,
+                              add_cross_attention=False),
+                   fixed_why='causal self-attention scaled by 1/sqrt(head dim)'),
+    'llama': Family('LlamaForCausalLM', _LLAMA_DEFAULTS, _rotary_fields, _rotary_config,
+                    needs=dict(**_ROTARY, qkv_bias=(False,)),
+                    fixed=dict(attention_bias=False, mlp_bias=False),
+                    fixed_why='llama without projection biases'),
+    'mistral': Family('MistralForCausalLM', _MISTRAL_DEFAULTS, _rotary_fields, _rotary_config,
+                      needs=dict(**_ROTARY, qkv_bias=(False,)), fixed={}, fixed_why='',
+                      written=dict(sliding_window=None),
+                      window=lambda hf: hf.get('sliding_window')),
+    'qwen2': Family('Qwen2ForCausalLM', _QWEN2_DEFAULTS, _rotary_fields, _rotary_config,
+                    needs=dict(**_ROTARY, qkv_bias=(True,)), fixed={}, fixed_why='',
+                    written=dict(use_sliding_window=False, sliding_window=None),
+                    window=_qwen2_window),
+}
+SUPPORTED = tuple(FAMILIES)
+
+
+def config_from_hf(hf: dict, dtype: str = 'float32') -> ModelConfig:
+  """The ModelConfig of a Hugging Face `config.json` (as a dict) of a supported family.
+
+  Args:
+    hf: the parsed config.json.
+    dtype: parameter and compute dtype of the llmjax model (float32 or bfloat16).
+  Returns:
+    The ModelConfig; raises ConversionError for anything llmjax would compute differently.
+  """
+  kind = hf.get('model_type')
+  if kind not in FAMILIES:
+    raise ConversionError(f'unsupported model_type {kind!r}; supported: {", ".join(SUPPORTED)}')
+  fam = FAMILIES[kind]
+  fields = fam.read({**fam.defaults, **_given(hf)}, fam)
+  return ModelConfig(**fields, dropout=0.0, param_dtype=dtype, dtype=dtype)
+
+
+# Keys whose null means something (no window), not 'the class default'.
+_NULL_MEANS_NONE = ('sliding_window',)
+
+
+def _given(hf: dict) -> dict:
+  return {k: v for k, v in hf.items() if v is not None or k in _NULL_MEANS_NONE}
 
 
 def family(cfg: ModelConfig) -> str:
-  """The HF family an llmjax model is exported as: learned positions mean GPT-2."""
-  return 'gpt2' if options.POSITIONS[cfg.positions].table else 'llama'
+  """The HF family an llmjax model is exported as by default: learned positions mean
+  GPT-2, q/k/v biases Qwen2, otherwise Llama."""
+  if options.POSITIONS[cfg.positions].table:
+    return 'gpt2'
+  return 'qwen2' if cfg.qkv_bias else 'llama'
 
 
-def _export_problems(cfg: ModelConfig) -> list[str]:
-  if family(cfg) == 'gpt2':
-    needed = dict(norm=('layernorm',), mlp=_mlp_kinds(gated=False), use_bias=(True,),
-                  num_kv_heads=(cfg.num_heads,), head_dim=(cfg.d_model // cfg.num_heads,))
-  else:
-    needed = dict(norm=('rmsnorm',), mlp=_mlp_kinds(gated=True), use_bias=(False,))
-  needed.update(qk_norm=(False,), logits_soft_cap=(0.0,))
+def export_problems(cfg: ModelConfig, kind: str) -> list[str]:
+  """'model.FIELD=VALUE (needs ...)' for each field family `kind` cannot express."""
+  needed = {**FAMILIES[kind].needs, **_NEEDED_BY_ALL}
+  if kind == 'gpt2':  # one kv head per query head, of width D/N
+    needed.update(num_kv_heads=(cfg.num_heads,), head_dim=(cfg.d_model // cfg.num_heads,))
   return [f'model.{k}={getattr(cfg, k)!r} (needs {" or ".join(map(repr, v))})'
           for k, v in needed.items() if getattr(cfg, k) not in v]
 
 
-def config_to_hf(cfg: ModelConfig, dtype: str = 'float32',
-                 eos_token_id: int | None = None) -> dict:
-  """The Hugging Face config.json (a dict) of an llmjax model; ConversionError names the
-  fields that neither GPT-2 nor Llama can express."""
-  kind = family(cfg)
-  problems = _export_problems(cfg)
+def config_to_hf(cfg: ModelConfig, dtype: str = 'float32', eos_token_id: int | None = None,
+                 kind: str | None = None) -> dict:
+  """The Hugging Face config.json (a dict) of an llmjax model as family `kind` (default:
+  `family(cfg)`); ConversionError names the fields that family cannot express."""
+  chosen = kind or family(cfg)
+  if chosen not in FAMILIES:
+    raise ConversionError(f'unknown Hugging Face family {chosen!r}; choose one of '
+                          f'{", ".join(SUPPORTED)}')
+  problems = export_problems(cfg, chosen)
   if problems:
-    raise ConversionError(f'Hugging Face cannot express this model as {kind} (chosen by '
-                          f'model.positions={cfg.positions!r}): {"; ".join(problems)}')
-  activation = options.MLPS[cfg.mlp].hf_activations[0]
-  common = dict(model_type=kind, vocab_size=cfg.vocab_size, tie_word_embeddings=cfg.tie_embeddings,
-                bos_token_id=eos_token_id, eos_token_id=eos_token_id, torch_dtype=dtype)
-  if kind == 'gpt2':
-    return dict(architectures=['GPT2LMHeadModel'], **common, n_positions=cfg.max_len,
-                n_embd=cfg.d_model, n_layer=cfg.num_layers, n_head=cfg.num_heads,
-                n_inner=cfg.mlp_dim, activation_function=activation,
-                layer_norm_epsilon=cfg.norm_eps, resid_pdrop=cfg.dropout,
-                embd_pdrop=cfg.dropout, attn_pdrop=0.0)
-  return dict(architectures=['LlamaForCausalLM'], **common, hidden_size=cfg.d_model,
-              intermediate_size=cfg.mlp_dim, num_hidden_layers=cfg.num_layers,
-              num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-              head_dim=cfg.head_dim, hidden_act=activation, max_position_embeddings=cfg.max_len,
-              rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
-              rope_parameters=dict(rope_type='default', rope_theta=cfg.rope_theta),
-              attention_bias=False, mlp_bias=False, attention_dropout=0.0)
+    how = 'chosen' if kind else f'chosen by model.positions={cfg.positions!r}'
+    raise ConversionError(f'Hugging Face cannot express this model as {chosen} ({how}): '
+                          f'{"; ".join(problems)}')
+  fam = FAMILIES[chosen]
+  return dict(architectures=[fam.architecture], model_type=chosen, vocab_size=cfg.vocab_size,
+              tie_word_embeddings=cfg.tie_embeddings, bos_token_id=eos_token_id,
+              eos_token_id=eos_token_id, torch_dtype=dtype, dtype=dtype, **fam.fixed,
+              **fam.written, **fam.write(cfg, fam))
 
 
 def architecture_mismatch(run: ModelConfig, imported: ModelConfig) -> list[str]:

@@ -1,6 +1,7 @@
-"""The tensor map between Hugging Face GPT-2/Llama checkpoints and llmjax parameters.
+"""The tensor map between Hugging Face checkpoints and llmjax parameters.
 
-One table per family lists every HF tensor: its name, its HF shape, the llmjax
+Two layouts cover every family: GPT-2's, and the rotary families' (Llama, Mistral, Qwen2:
+the same names, Qwen2 adding q/k/v biases). One table per layout lists every HF tensor: its name, its HF shape, the llmjax
 parameters it holds and the reshapes between the two layouts. Import and export
 both read the table, so they cannot disagree. Names with '{i}' exist once per
 layer; llmjax stacks them on its leading layers axis.
@@ -19,7 +20,8 @@ from collections.abc import Callable
 import jax.numpy as jnp
 import numpy as np
 
-from llmjax.convert.hf_config import ConversionError, family
+from llmjax.convert.hf_config import ConversionError
+from llmjax.model import options
 from llmjax.model import parametrization as pz
 from llmjax.model.config import ModelConfig
 
@@ -28,7 +30,7 @@ Path = tuple[str, ...]  # keys of one parameter in llmjax's nested parameter dic
 # Buffers some HF checkpoints carry that are not parameters: GPT-2's causal mask
 # (attn.bias, attn.masked_bias) and old Llama rotary frequencies.
 IGNORED = re.compile(r'(\.attn\.bias|\.attn\.masked_bias|rotary_emb\.inv_freq)$')
-_PREFIX = {'gpt2': 'transformer.', 'llama': 'model.'}  # of the base model inside *ForCausalLM
+_PREFIX = {'gpt2': 'transformer.', 'rotary': 'model.'}  # of the base model inside *ForCausalLM
 LM_HEAD = 'lm_head.weight'
 
 
@@ -92,10 +94,19 @@ def _heads_in(name: str, heads: int, h: int, d: int, path: Path) -> Tensor:
                 lambda w: w.transpose(1, 2, 0).reshape(heads * h, d))
 
 
-def _llama(cfg: ModelConfig) -> list[Tensor]:
+def _qkv_biases(cfg: ModelConfig, block: str) -> list[Tensor]:
+  if not cfg.qkv_bias:
+    return []
+  n, k, h = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  return [Tensor(f'{block}self_attn.{name}_proj.bias', (heads * h,), (('blocks', 'attn', bias),),
+                 lambda b, heads=heads: (b.reshape(heads, h),), lambda b: b.reshape(-1))
+          for name, heads, bias in (('q', n, 'bq'), ('k', k, 'bk'), ('v', k, 'bv'))]
+
+
+def _rotary(cfg: ModelConfig) -> list[Tensor]:
   d, n, k, h, f = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
   block = 'model.layers.{i}.'
-  return [
+  return _qkv_biases(cfg, block) + [
       _copy('model.embed_tokens.weight', (cfg.vocab_size, d), ('embed', 'embedding')),
       _copy(f'{block}input_layernorm.weight', (d,), ('blocks', 'attn_norm', 'scale')),
       _heads_in(f'{block}self_attn.q_proj.weight', n, h, d, ('blocks', 'attn', 'wq')),
@@ -112,9 +123,14 @@ def _llama(cfg: ModelConfig) -> list[Tensor]:
   ] + _unembed(cfg)
 
 
+def layout(cfg: ModelConfig) -> str:
+  """'gpt2' (learned positions) or 'rotary' (Llama, Mistral, Qwen2)."""
+  return 'gpt2' if options.POSITIONS[cfg.positions].table else 'rotary'
+
+
 def tensors(cfg: ModelConfig) -> list[Tensor]:
-  """The HF tensors of a model of `cfg`'s family, with their llmjax counterparts."""
-  return _gpt2(cfg) if family(cfg) == 'gpt2' else _llama(cfg)
+  """The HF tensors of a model of `cfg`, with their llmjax counterparts."""
+  return _gpt2(cfg) if layout(cfg) == 'gpt2' else _rotary(cfg)
 
 
 def _names(tensor: Tensor, num_layers: int) -> list[str]:
@@ -131,7 +147,7 @@ def hf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 def canonical_name(name: str, cfg: ModelConfig) -> str:
   """A tensor name as *ForCausalLM writes it: files of a bare base model (the original
   GPT-2 checkpoints, LlamaModel) leave out the 'transformer.'/'model.' prefix."""
-  prefix = _PREFIX[family(cfg)]
+  prefix = _PREFIX[layout(cfg)]
   return name if name.startswith(prefix) or name == LM_HEAD else prefix + name
 
 

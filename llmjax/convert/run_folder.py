@@ -19,7 +19,7 @@ from flax import nnx
 
 from llmjax import checkpoint, configs, optim, runs
 from llmjax.checkpoint import CheckpointConfig
-from llmjax.convert import hf
+from llmjax.convert import hf, hf_config, hf_tokenizer
 from llmjax.data import pipeline
 from llmjax.metrics import MetricsConfig
 from llmjax.sharding import MeshConfig
@@ -44,7 +44,7 @@ def hf_to_run(hf_dir, workdir, dtype: str = 'float32') -> pathlib.Path:
                            train=TrainConfig(), mesh=MeshConfig(), metrics=MetricsConfig(),
                            checkpoint=CheckpointConfig())
   resolved = {**configs.as_dict(exp), 'data_fingerprint': '', 'data_info': {},
-              'imported_from': str(hf_dir)}
+              'imported_from': str(hf_dir), 'hf_model_type': hf.model_type(hf_dir)}
   (workdir / 'config.json').write_text(json.dumps(resolved, indent=2) + '\n')
 
   tx, _ = optim.make(exp.optim, cfg, exp.train.steps)
@@ -61,14 +61,36 @@ def hf_to_run(hf_dir, workdir, dtype: str = 'float32') -> pathlib.Path:
   return ckpt.directory / '0'
 
 
+def _export_family(run: runs.RunFolder, kind: str | None) -> str | None:
+  """The family asked for, else the one the run was imported from when it still fits."""
+  imported = run.config.get('hf_model_type')
+  if kind or imported not in hf_config.FAMILIES:
+    return kind
+  return imported if not hf_config.export_problems(run.model_cfg, imported) else None
+
+
+def _run_tokenizer(run: runs.RunFolder):
+  """(tokenizer dir to copy, converted tokenizer) of a run; llmjax's convention (each
+  document starts with end-of-text) goes into every tokenizer llmjax trained with. An
+  imported folder's tokenizer.json is copied as it came."""
+  spec = run.experiment.data.tokenizer
+  if spec.startswith('hf:'):
+    path = spec.removeprefix('hf:')
+    if run.imported:
+      return path, None
+    return None, hf_tokenizer.of_hf_file(path)
+  return None, hf_tokenizer.of_run(run.tokenizer)
+
+
 def run_to_hf(workdir, out_dir, step: int | None = None, overwrite: bool = False,
-              dtype: str = 'float32') -> pathlib.Path:
-  """Exports a run's checkpoint (newest, or `step`) as a Hugging Face folder, with the
-  run's tokenizer when it is a tokenizer.json (data.tokenizer='hf:PATH')."""
+              dtype: str = 'float32', kind: str | None = None) -> pathlib.Path:
+  """Exports a run's checkpoint (newest, or `step`) as a Hugging Face folder of family
+  `kind` (default: the family it was imported from, else `hf_config.family`), with its
+  tokenizer (byte, SentencePiece or tokenizer.json; none for synthetic languages)."""
   run = runs.RunFolder(workdir)
   cfg = run.model_cfg
-  hf.check_export(cfg, out_dir, overwrite, dtype)  # before the checkpoint is read
+  kind = _export_family(run, kind)
+  hf.check_export(cfg, out_dir, overwrite, dtype, kind)  # before the checkpoint is read
   run.step_folder(step)
-  tokenizer = run.experiment.data.tokenizer
-  tokenizer_dir = tokenizer.removeprefix('hf:') if tokenizer.startswith('hf:') else None
-  return hf.save_hf(run.model(step), out_dir, tokenizer_dir, overwrite, dtype)
+  tokenizer_dir, converted = _run_tokenizer(run)
+  return hf.save_hf(run.model(step), out_dir, tokenizer_dir, overwrite, dtype, kind, converted)

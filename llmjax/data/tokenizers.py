@@ -10,6 +10,7 @@ folder holding one).
 """
 
 import pathlib
+import re
 
 import numpy as np
 
@@ -36,6 +37,7 @@ class SentencePieceTokenizer:
 
   def __init__(self, path: str):
     import sentencepiece as spm
+    self.path = path
     self._sp = spm.SentencePieceProcessor(model_file=path)
     self.vocab_size = self._sp.get_piece_size()
     self.eot_id = self._sp.eos_id() if self._sp.eos_id() >= 0 else self._sp.unk_id()
@@ -66,14 +68,25 @@ class HuggingFaceTokenizer:
     eot = next((t for t in ('<|endoftext|>', '</s>', '<|end_of_text|>', '<eos>') if t in special),
                None)
     self.eot_id = self._tok.token_to_id(eot) if eot else 0
+    # A byte-fallback token ('<0xE2>', as in llmjax's exported byte tokenizer) is one byte,
+    # though alone it decodes to U+FFFD.
     self.token_bytes = np.array(
         [0 if self._tok.id_to_token(i) in special else
+         1 if re.fullmatch(r'<0x[0-9A-F]{2}>', self._tok.id_to_token(i) or '') else
          len(self._tok.decode([i], skip_special_tokens=False).encode())
          for i in range(self.vocab_size)], np.int32)
 
   def encode(self, text: str | bytes) -> np.ndarray:
     text = text.decode('utf-8', errors='replace') if isinstance(text, bytes) else text
     return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, np.int32)
+
+  def start_ids(self) -> list[int]:
+    """The ids the tokenizer's post-processor puts before a text (a BOS token), which
+    transformers adds to a prompt and a model of this tokenizer expects."""
+    plain = self._tok.encode('a', add_special_tokens=False).ids
+    marked = self._tok.encode('a', add_special_tokens=True).ids
+    starts = [k for k in range(len(marked) - len(plain) + 1) if marked[k:k + len(plain)] == plain]
+    return marked[:starts[0]] if starts else []
 
   def decode(self, ids) -> str:
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)

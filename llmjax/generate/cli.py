@@ -56,7 +56,8 @@ def _load(args) -> tuple[object, object, list[int]]:
   model, tokenizer = hf.load_hf(args.hf_dir)
   if tokenizer is None:
     raise FileNotFoundError(f'{args.hf_dir} holds no tokenizer')
-  return model, tokenizer, []  # Hugging Face models take the prompt as it is
+  # What transformers puts first (a BOS token; llmjax's exports: end-of-text), as it would.
+  return model, tokenizer, tokenizer.start_ids()
 
 
 def main(argv=None) -> int:

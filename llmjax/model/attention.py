@@ -150,10 +150,12 @@ class Attention(nnx.Module):
     self.wv = layers.param(cfg, rngs, (d, k, h), ('embed', 'kv_heads', 'head_dim'), pz.HIDDEN, d)
     self.wo = layers.param(cfg, rngs, (n, h, d), ('heads', 'head_dim', 'embed'), pz.OUTPUT,
                            n * h)
-    if cfg.use_bias:
+    self.qkv_bias = cfg.use_bias or cfg.qkv_bias
+    if self.qkv_bias:
       self.bq = layers.param(cfg, None, (n, h), ('heads', 'head_dim'), pz.BIAS)
       self.bk = layers.param(cfg, None, (k, h), ('kv_heads', 'head_dim'), pz.BIAS)
       self.bv = layers.param(cfg, None, (k, h), ('kv_heads', 'head_dim'), pz.BIAS)
+    if cfg.use_bias:
       self.bo = layers.param(cfg, None, (d,), ('embed',), pz.BIAS)
     if cfg.qk_norm:
       self.q_norm = layers.Norm(cfg, h, 'head_dim')
@@ -190,14 +192,14 @@ class Attention(nnx.Module):
     q = jnp.einsum('BTD,DNH->BTNH', x, self.wq[...].astype(dtype))
     k = jnp.einsum('BSD,DKH->BSKH', x, self.wk[...].astype(dtype))
     v = jnp.einsum('BSD,DKH->BSKH', x, self.wv[...].astype(dtype))
-    if cfg.use_bias:
+    if self.qkv_bias:
       q, k, v = (q + self.bq[...].astype(dtype), k + self.bk[...].astype(dtype),
                  v + self.bv[...].astype(dtype))
     if cfg.qk_norm:
       q, k = self.q_norm(q), self.k_norm(k)
     if options.POSITIONS[cfg.positions].rotary:
-      q, k = (layers.rope(q, positions, cfg.rope_theta),
-              layers.rope(k, positions, cfg.rope_theta))
+      freqs = layers.rope_frequencies(cfg)
+      q, k = layers.rope(q, positions, freqs), layers.rope(k, positions, freqs)
     q = sharding.constrain(q, ('batch', 'length', 'act_heads', None))
     k = sharding.constrain(k, ('batch', 'length', 'act_kv_heads', None))
     v = sharding.constrain(v, ('batch', 'length', 'act_kv_heads', None))

@@ -28,9 +28,15 @@ class ModelConfig:
   norm_eps: float = 1e-5
   positions: str = 'rope'  # a key of options.POSITIONS
   rope_theta: float = 10_000.0
+  rope_scaling: str = 'none'  # a key of options.ROPE_SCALINGS ('llama3': Llama 3.1+)
+  rope_scaling_factor: float = 8.0  # llama3: low frequencies divided by this
+  rope_low_freq_factor: float = 1.0  # llama3: fewer turns in the original context: scaled
+  rope_high_freq_factor: float = 4.0  # llama3: more turns than this: kept as they are
+  rope_original_max_len: int = 8192  # llama3: the context the frequencies were trained on
   mlp: str = 'swiglu'  # a key of options.MLPS
   tie_embeddings: bool = True  # logits through the input embedding's transpose
   use_bias: bool = False  # biases on every projection (GPT-2 style)
+  qkv_bias: bool = False  # biases on the query, key and value projections only (Qwen2)
   qk_norm: bool = False  # normalize queries and keys per head before the dot product
   dropout: float = 0.0  # on attention and MLP outputs and on the embeddings
   param_dtype: str = 'float32'  # storage dtype of parameters
@@ -97,8 +103,10 @@ PRESETS = {
     'llama2-13b': _llama(5120, 40, 40, 40, 13824),
     'llama3-8b': _llama(4096, 32, 32, 8, 14336, vocab_size=128256, max_len=8192,
                         rope_theta=500_000.0),
-    'llama3.2-1b': _llama(2048, 16, 32, 8, 8192, vocab_size=128256, max_len=8192,
-                          rope_theta=500_000.0),
+    # As released: tied head, 128k context by Llama 3.1's rope scaling (1.24B parameters).
+    'llama3.2-1b': {**_llama(2048, 16, 32, 8, 8192, vocab_size=128256, max_len=131_072,
+                             rope_theta=500_000.0),
+                    'tie_embeddings': True, 'rope_scaling': 'llama3', 'rope_scaling_factor': 32.0},
     # Ladder for scaling sweeps, named by width x depth.
     **{f'ladder-{d}x{l}': ladder_shape(d, l) for d, l in [
         (64, 2), (96, 3), (128, 4), (192, 4), (256, 4), (320, 5), (384, 6),

@@ -108,13 +108,19 @@ class Mlp(nnx.Module):
     return y
 
 
-def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+def rope_frequencies(cfg: ModelConfig) -> jax.Array:
+  """The H/2 rotary angular frequencies (radians per position) of `cfg`, scaled by its
+  options.ROPE_SCALINGS entry."""
+  h = cfg.head_dim
+  freqs = cfg.rope_theta ** (-jnp.arange(0, h, 2, dtype=jnp.float32) / h)  # H/2
+  return options.ROPE_SCALINGS[cfg.rope_scaling].frequencies(freqs, cfg)
+
+
+def rope(x: jax.Array, positions: jax.Array, freqs: jax.Array) -> jax.Array:
   """Rotary position embedding on the last axis (half-split layout, as in Llama/HF).
 
-  x: B T heads H; positions: B T.
+  x: B T heads H; positions: B T; freqs: H/2 (`rope_frequencies`).
   """
-  h = x.shape[-1]
-  freqs = theta ** (-jnp.arange(0, h, 2, dtype=jnp.float32) / h)  # H/2
   angles = positions[..., None].astype(jnp.float32) * freqs  # B T H/2
   sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)

@@ -1,4 +1,5 @@
-"""The model's option registries: one entry per MLP kind, norm, position scheme and remat policy.
+"""The model's option registries: one entry per MLP kind, norm, position scheme, rope
+scaling and remat policy.
 
 Everything that depends on an option reads its entry here, never its name: validation
 (`configs.build`), the layers, the parameter and FLOP counter (`flops.py`), Hugging Face
@@ -11,6 +12,7 @@ import dataclasses
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 
 
 def _gelu_tanh(x: jax.Array) -> jax.Array:
@@ -53,6 +55,33 @@ POSITIONS: dict[str, PositionKind] = {
     'rope': PositionKind(table=False, rotary=True),
 }
 
+def _unscaled(freqs: jax.Array, cfg) -> jax.Array:
+  return freqs
+
+
+def _llama3_frequencies(freqs: jax.Array, cfg) -> jax.Array:
+  """Llama 3.1's long-context rope: a frequency that turns fewer than `rope_low_freq_factor`
+  times within the original context is divided by `rope_scaling_factor`, one that turns
+  more than `rope_high_freq_factor` times is kept (local order stays sharp), and those
+  between blend the two linearly in the number of turns."""
+  turns = cfg.rope_original_max_len * freqs / (2 * jnp.pi)  # periods in the original context
+  low, high = cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+  kept = jnp.clip((turns - low) / (high - low), 0.0, 1.0)
+  return (1.0 - kept) * freqs / cfg.rope_scaling_factor + kept * freqs
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+  """A change of the rotary frequencies (H/2 of them) for a longer context."""
+  frequencies: Callable[[jax.Array, object], jax.Array]  # (base frequencies, ModelConfig)
+  hf_rope_type: str  # Hugging Face's rope_type
+
+
+ROPE_SCALINGS: dict[str, RopeScaling] = {
+    'none': RopeScaling(_unscaled, hf_rope_type='default'),
+    'llama3': RopeScaling(_llama3_frequencies, hf_rope_type='llama3'),
+}
+
 # Per-layer activation rematerialization: name -> jax.checkpoint policy ('none': no remat;
 # 'full': save nothing, recompute the whole block in the backward pass).
 REMAT_POLICIES: dict[str, Callable | None] = {
@@ -61,6 +90,12 @@ REMAT_POLICIES: dict[str, Callable | None] = {
     'dots_saveable': jax.checkpoint_policies.dots_saveable,
     'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
+
+
+def rope_scaling_for_hf(rope_type: str) -> str | None:
+  """The rope scaling Hugging Face calls `rope_type`; None if llmjax has none of that kind."""
+  return next((name for name, kind in ROPE_SCALINGS.items() if kind.hf_rope_type == rope_type),
+              None)
 
 
 def mlp_for_hf(activation: str, gated: bool) -> str | None:

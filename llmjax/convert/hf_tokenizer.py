@@ -1,0 +1,94 @@
+"""Tokenizers of llmjax runs as Hugging Face tokenizer folders that stand alone.
+
+A run's tokenizer (the byte tokenizer, a SentencePiece model) is written as a
+`tokenizer.json` with its `tokenizer_config.json` and `special_tokens_map.json`, so
+`transformers.AutoTokenizer.from_pretrained(folder)` loads it. llmjax starts every
+document with end-of-text; the exported tokenizer's post-processor puts that token
+first (and it is the BOS token), so a text prompt encoded by transformers is what
+llmjax's model saw at a document's start, and `generate` continues it the same way.
+"""
+
+import json
+import pathlib
+
+from tokenizers import Tokenizer, decoders, models, processors
+
+from llmjax.data.tokenizers import ByteTokenizer, HuggingFaceTokenizer, SentencePieceTokenizer
+
+EOT = '<|endoftext|>'  # the byte tokenizer's end-of-text, named as GPT-2 names it
+FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json')
+
+
+def byte_level() -> Tokenizer:
+  """The byte tokenizer as a `tokenizers.Tokenizer`: no merges, so each UTF-8 byte b falls
+  back to its token '<0xBB>' = id b; id 256 is end-of-text."""
+  byte = ByteTokenizer()
+  vocab = {f'<0x{b:02X}>': b for b in range(256)} | {EOT: byte.eot_id}
+  tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True))
+  tokenizer.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+  tokenizer.add_special_tokens([EOT])
+  return tokenizer
+
+
+def sentencepiece(path) -> Tokenizer:
+  """A SentencePiece model as a `tokenizers.Tokenizer` that encodes as it does, built by
+  transformers' converter (which reads the model's normalizer and merges)."""
+  try:
+    from transformers.convert_slow_tokenizer import SpmConverter, import_protobuf
+  except ImportError:
+    raise ValueError('exporting a SentencePiece tokenizer needs transformers '
+                     '(pip install transformers)') from None
+  proto = import_protobuf().ModelProto()
+  proto.ParseFromString(pathlib.Path(path).read_bytes())
+  pieces = [(p.piece, p.score) for p in proto.pieces]
+  unigram = proto.trainer_spec.model_type == 1  # else BPE (2)
+  vocab = pieces if unigram else {piece: i for i, (piece, _) in enumerate(pieces)}
+  tokenizer = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab, legacy=False)
+  if tokenizer is None:
+    raise ValueError(f'{path}: SentencePiece model_type {proto.trainer_spec.model_type} '
+                     f'cannot be converted (only unigram and bpe)')
+  # Unknown and control pieces (<unk>, <s>, </s>) are special: never produced from text.
+  tokenizer.add_special_tokens([p.piece for p in proto.pieces if p.type in (2, 3)])
+  return tokenizer
+
+
+def _starting_with(tokenizer: Tokenizer, token: str, token_id: int) -> Tokenizer:
+  """`tokenizer`, with `token` put before every encoded text (add_special_tokens)."""
+  tokenizer.post_processor = processors.TemplateProcessing(
+      single=f'{token} $A', pair=f'{token} $A {token} $B', special_tokens=[(token, token_id)])
+  return tokenizer
+
+
+def of_run(tokenizer) -> tuple[Tokenizer, str] | None:
+  """(tokenizer.json as a Tokenizer that starts each text with end-of-text, end-of-text's
+  text) of an llmjax tokenizer object; None for kinds that have none (a tokenizer.json
+  already is one; synthetic languages have no text)."""
+  if isinstance(tokenizer, ByteTokenizer):
+    return _starting_with(byte_level(), EOT, tokenizer.eot_id), EOT
+  if isinstance(tokenizer, SentencePieceTokenizer):
+    converted = sentencepiece(tokenizer.path)
+    eot = converted.id_to_token(tokenizer.eot_id)
+    return _starting_with(converted, eot, tokenizer.eot_id), eot
+  return None
+
+
+def of_hf_file(path) -> tuple[Tokenizer, str]:
+  """A run's tokenizer.json (data.tokenizer='hf:PATH'), made to start each text with
+  end-of-text, as the run's documents did."""
+  llmjax_view = HuggingFaceTokenizer(path)
+  file = pathlib.Path(path)
+  tokenizer = Tokenizer.from_file(str(file / 'tokenizer.json' if file.is_dir() else file))
+  eot = tokenizer.id_to_token(llmjax_view.eot_id)
+  return _starting_with(tokenizer, eot, llmjax_view.eot_id), eot
+
+
+def write(folder, tokenizer: Tokenizer, eot: str, max_len: int) -> None:
+  """tokenizer.json and what transformers reads beside it; end-of-text is BOS, EOS and
+  padding (there is no other special token)."""
+  folder = pathlib.Path(folder)
+  tokenizer.save(str(folder / 'tokenizer.json'))
+  special = dict(bos_token=eot, eos_token=eot, pad_token=eot)
+  config = dict(tokenizer_class='PreTrainedTokenizerFast', model_max_length=max_len,
+                add_bos_token=True, clean_up_tokenization_spaces=False, **special)
+  (folder / 'tokenizer_config.json').write_text(json.dumps(config, indent=2) + '\n')
+  (folder / 'special_tokens_map.json').write_text(json.dumps(special, indent=2) + '\n')
