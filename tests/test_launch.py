@@ -30,13 +30,15 @@ CASES = {
     'slurm_submit': (['launch/slurm_submit.sh', '--dry_run', '--trials', '12', '--parallel', '4',
                       '--nodes', '2', SWEEP, '/shared/sw', '--config.train.eval_batches=4'], {}),
     'tpu_create': (['launch/tpu_vm.sh', '--dry_run', 'create', 'v5-16'], {'TPU_SPOT': '1'}),
-    'tpu_setup': (['launch/tpu_vm.sh', '--dry_run', 'setup', 'v5-16'], {}),
+    'tpu_setup': (['launch/tpu_vm.sh', '--dry_run', 'setup', 'v5-16'], {'JAX_VERSION': '0.10.2'}),
     'tpu_run': (['launch/tpu_vm.sh', '--dry_run', 'run', 'v5-16', ONE_B, '/mnt/shared/runs/1b',
                  '--config.mesh.fsdp=16', '--config.train.sample_prompt=def f'], {}),
     'tpu_sweep': (['launch/tpu_vm.sh', '--dry_run', 'sweep', 'v5-16', SWEEP, '/mnt/shared/sw'],
                   {}),
+    # 5 trials on 2 slices: slice 0 runs trials 0, 2, 4 and slice 1 runs 1, 3.
     'tpu_fan_out': (['launch/tpu_vm.sh', '--dry_run', 'fan_out', 'sw', '2', SWEEP,
-                     '/mnt/shared/sw'], {}),
+                     '/mnt/shared/sw'], {'TPU_TRIALS': '5', 'JAX_VERSION': '0.10.2'}),
+    'tpu_cleanup': (['launch/tpu_vm.sh', '--dry_run', 'cleanup', 'sw', '3'], {}),
     'tpu_logs': (['launch/tpu_vm.sh', '--dry_run', 'logs', 'v5-16'], {}),
     'tpu_delete': (['launch/tpu_vm.sh', '--dry_run', 'delete', 'v5-16'], {}),
     'k8s_gpu': (['python', 'launch/k8s/make_jobset.py', '--name', 'run1', '--image', 'llmjax:1',
@@ -82,6 +84,14 @@ def test_dry_run_prints_the_golden_commands(name):
     (['launch/tpu_vm.sh', '--dry_run', 'create', 'v5'], {'TPU_ZONE': ''},
      'TPU_ZONE: set TPU_ZONE, e.g. TPU_ZONE=us-west4-a'),
     (['launch/tpu_vm.sh', '--dry_run', 'resize', 'v5'], {}, 'launch/tpu_vm.sh [--dry_run] create'),
+    (['launch/tpu_vm.sh', '--dry_run', 'fan_out', 'sw', '6', SWEEP, '/w'], {'TPU_TRIALS': '5'},
+     '6 slices for 5 trials: 1 would idle; use N <= 5'),
+    (['launch/tpu_vm.sh', '--dry_run', 'fan_out', 'sw', 'x', SWEEP, '/w'], {},
+     "fan_out N must be a positive integer, got 'x'"),
+    (['launch/tpu_vm.sh', '--dry_run', 'cleanup', 'sw', '0'], {},
+     "cleanup N must be a positive integer, got '0'"),
+    (['launch/tpu_vm.sh', '--dry_run', 'setup', 'v5'], {'JAX_VERSION': 'latest'},
+     "cannot tell which jax to install (got 'latest'); set JAX_VERSION"),
     (['python', 'launch/k8s/make_jobset.py', '--name', 'r', '--image', 'i', '--accelerator',
       'tpu', '--tpu_topology', '2x3', '--config', 'c'], {},
      '--tpu_topology=2x3 has 6 chips, not a multiple of --chips_per_host=4'),
@@ -90,6 +100,18 @@ def test_bad_input_is_refused_with_a_message(cmd, env, message):
   proc = _run(cmd, env)
   assert proc.returncode != 0
   assert message in proc.stderr, proc.stderr
+
+
+def test_fan_out_counts_the_trials_and_setup_pins_this_machines_jax():
+  # Without TPU_TRIALS the count comes from `python -m llmjax.sweep --count` (cpu_small: 14),
+  # and without JAX_VERSION the pin is the jax of the python that runs the sweep.
+  import jax
+  env = {'PYTHON': sys.executable}
+  proc = _run(['launch/tpu_vm.sh', '--dry_run', 'fan_out', 'sw', '15', SWEEP, '/w'], env)
+  assert proc.returncode == 2 and '15 slices for 14 trials: 1 would idle' in proc.stderr
+  proc = _run(['launch/tpu_vm.sh', '--dry_run', 'setup', 'v5'], env)
+  assert proc.returncode == 0, proc.stderr
+  assert f"\\'jax\\[tpu\\]=={jax.__version__}\\'" in proc.stdout
 
 
 @pytest.mark.skipif(shutil.which('shellcheck') is None,
