@@ -15,7 +15,9 @@ from llmjax import configs
 from llmjax.model import config as model_config
 
 
-def get_config(preset: str = 'llama3.2-1b'):
+def get_config(preset: str = ''):
+  # Name the preset as the variant (preset.py:NAME); without one the model fields keep their
+  # defaults, so every preset, llama3.2-1b included, is a variant that changes the config.
   config = configs.defaults()
   config.model.preset = preset  # every model field from the preset; set one to override it
   config.model.dtype = 'bfloat16'  # compute; parameters and the loss stay float32

@@ -68,7 +68,7 @@ def test_a_tensor_axis_the_heads_cannot_use_is_warned_about():
 def test_compile_only_of_a_1b_preset_on_64_fake_devices(tmp_path):
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   proc = subprocess.run(
-      [sys.executable, '-m', 'llmjax.main', '--config', str(ROOT / 'experiments/preset.py'),
+      [sys.executable, '-m', 'llmjax.main', '--config', str(ROOT / 'experiments/preset.py:llama3.2-1b'),
        '--compile_only', '--num_fake_devices=64', '--config.mesh.fsdp=16',
        '--config.mesh.tensor=4', '--config.data.seq_len=128', '--config.data.global_batch_size=16'],
       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
