@@ -92,7 +92,8 @@ def test_max_examples_and_bad_inputs():
   with pytest.raises(tasks.TaskError, match="'code_retrieve' needs a run on text"):
     builtin.build('code_retrieve', synthetic_data)
   with pytest.raises(tasks.TaskError, match='exact ceiling needs vocab\\^order <= 2048'):
-    builtin.build('synthetic_continuation', pipeline.DataConfig(source='synthetic:vocab=64,order=2'))
+    builtin.build('synthetic_continuation',
+                  pipeline.DataConfig(source='synthetic:vocab=64,order=2'))
 
 
 @pytest.mark.parametrize('name', sorted(builtin.SYNTHETIC))
