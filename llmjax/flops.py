@@ -140,13 +140,19 @@ def _read_table(path: pathlib.Path) -> dict:
   return table if isinstance(table, dict) else {}
 
 
+def _busy_cores() -> float:
+  return os.getloadavg()[0] if hasattr(os, 'getloadavg') else 0.0
+
+
 def cached_peak_flops(dtype: str, path: pathlib.Path | None = None,
-                      measure=measure_matmul_flops) -> tuple[float, str]:
+                      measure=measure_matmul_flops, busy=None) -> tuple[float, str]:
   """(CPU matmul peak FLOP/s in `dtype`, 'cached PATH' or 'measured, cached in PATH').
 
   Measured once per machine (`machine_key`) and dtype, then read back, so every run and every
-  trial of a sweep on this machine divides by the same peak. An unreadable cache is measured
-  again and rewritten; an unwritable one only costs the next run a measurement."""
+  trial of a sweep on this machine divides by the same peak. A measurement taken while other
+  work keeps over half the cores busy (load average) is used but not cached: it would
+  understate the peak for every later run. An unreadable cache is measured again and
+  rewritten; an unwritable one only costs the next run a measurement."""
   path = path or default_cache_path()
   key = machine_key()
   table = _read_table(path)
@@ -154,7 +160,10 @@ def cached_peak_flops(dtype: str, path: pathlib.Path | None = None,
   peak = entry.get(dtype)
   if isinstance(peak, (int, float)) and peak > 0:
     return float(peak), f'cached {path}'
+  load = (busy or _busy_cores)()
   peak = measure(dtype)
+  if load > (os.cpu_count() or 1) / 2:
+    return peak, f'measured under load {load:.1f}, not cached'
   table[key] = {**entry, dtype: peak}
   try:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,7 @@ def test_mfu():
 
 def test_peak_flops_sources(tmp_path, monkeypatch):
   assert flops.peak_flops_per_device(123.0) == (123.0, 'config')
+  monkeypatch.setattr(flops, '_busy_cores', lambda: 0.0)  # a quiet machine
   monkeypatch.delenv(flops.CACHE_VAR, raising=False)
   monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
   peak, source = flops.peak_flops_per_device(0.0)
@@ -74,6 +75,7 @@ class FakeMeasure:
 
 
 def test_peak_is_measured_once_per_machine_and_dtype(tmp_path, monkeypatch):
+  monkeypatch.setattr(flops, '_busy_cores', lambda: 0.0)
   path, measure = tmp_path / 'sub' / 'peak.json', FakeMeasure()
   assert flops.cached_peak_flops('float32', path, measure) == (1e9, f'measured, cached in {path}')
   assert flops.cached_peak_flops('float32', path, measure) == (1e9, f'cached {path}')
@@ -88,7 +90,8 @@ def test_peak_is_measured_once_per_machine_and_dtype(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize('content', ['{"half": ', '[1, 2]', '{"KEY": {"float32": -1}}',
                                      '{"KEY": "x"}'])
-def test_a_damaged_cache_is_measured_again_and_rewritten(tmp_path, content):
+def test_a_damaged_cache_is_measured_again_and_rewritten(tmp_path, content, monkeypatch):
+  monkeypatch.setattr(flops, '_busy_cores', lambda: 0.0)
   path, measure = tmp_path / 'peak.json', FakeMeasure()
   path.write_text(content.replace('KEY', flops.machine_key()))
   assert flops.cached_peak_flops('float32', path, measure) == (1e9, f'measured, cached in {path}')
@@ -98,8 +101,19 @@ def test_a_damaged_cache_is_measured_again_and_rewritten(tmp_path, content):
 def test_an_unwritable_cache_still_gives_a_peak(tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('')  # a file where the cache folder should be
-  peak, source = flops.cached_peak_flops('float32', blocker / 'peak.json', FakeMeasure())
+  peak, source = flops.cached_peak_flops('float32', blocker / 'peak.json', FakeMeasure(),
+                                         busy=lambda: 0.0)
   assert (peak, source) == (1e9, 'measured (cache not writable)')
+
+
+def test_a_peak_measured_on_a_busy_machine_is_not_cached(tmp_path):
+  path, measure = tmp_path / 'peak.json', FakeMeasure()
+  busy = lambda: float(os.cpu_count())  # noqa: E731  every core taken by other work
+  assert flops.cached_peak_flops('float32', path, measure, busy) == (
+      1e9, f'measured under load {os.cpu_count():.1f}, not cached')
+  assert not path.exists()
+  assert flops.cached_peak_flops('float32', path, measure, lambda: 0.0)[0] == 2e9
+  assert flops.cached_peak_flops('float32', path, measure, busy) == (2e9, f'cached {path}')
 
 
 def test_machine_key_names_cores_jax_and_devices():
