@@ -11,7 +11,7 @@ llmjax's model saw at a document's start, and `generate` continues it the same w
 import json
 import pathlib
 
-from tokenizers import Tokenizer, decoders, models, processors
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
 from llmjax.data.tokenizers import ByteTokenizer, HuggingFaceTokenizer, SentencePieceTokenizer
 
@@ -19,13 +19,26 @@ EOT = '<|endoftext|>'  # the byte tokenizer's end-of-text, named as GPT-2 names 
 FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json')
 
 
+def _byte_chars() -> list[str]:
+  """GPT-2's printable stand-in of each byte (what transformers' ByteLevel pre-tokenizer
+  maps it to): printable Latin-1 bytes stand for themselves, the 68 others take the code
+  points from 256 on, in byte order."""
+  printable = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1),
+               *range(ord('®'), ord('ÿ') + 1)]
+  others = iter(range(256, 256 + 256 - len(printable)))
+  return [chr(b) if b in printable else chr(next(others)) for b in range(256)]
+
+
 def byte_level() -> Tokenizer:
-  """The byte tokenizer as a `tokenizers.Tokenizer`: no merges, so each UTF-8 byte b falls
-  back to its token '<0xBB>' = id b; id 256 is end-of-text."""
+  """The byte tokenizer as a `tokenizers.Tokenizer`: byte-level BPE (GPT-2's byte alphabet)
+  with no merges, so each UTF-8 byte b is id b; id 256 is end-of-text. Decoding replaces
+  an invalid byte sequence as bytes.decode(errors='replace') does, like ByteTokenizer."""
   byte = ByteTokenizer()
-  vocab = {f'<0x{b:02X}>': b for b in range(256)} | {EOT: byte.eot_id}
-  tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True))
-  tokenizer.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+  vocab = {char: b for b, char in enumerate(_byte_chars())} | {EOT: byte.eot_id}
+  tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+  # One piece per text (no regex split) and no prefix space: only the bytes themselves.
+  tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+  tokenizer.decoder = decoders.ByteLevel()
   tokenizer.add_special_tokens([EOT])
   return tokenizer
 

@@ -9,6 +9,7 @@ Specs: 'byte', 'sentencepiece:PATH.model', 'hf:PATH' (a tokenizer.json or a
 folder holding one).
 """
 
+import json
 import pathlib
 import re
 
@@ -63,18 +64,25 @@ class HuggingFaceTokenizer:
     file = pathlib.Path(path)
     file = file / 'tokenizer.json' if file.is_dir() else file
     self._tok = Tokenizer.from_file(str(file))
+    self._byte_level = 'ByteLevel' in json.dumps(json.loads(self._tok.to_str()).get('decoder'))
     self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
     special = {t.content for t in self._tok.get_added_tokens_decoder().values() if t.special}
     eot = next((t for t in ('<|endoftext|>', '</s>', '<|end_of_text|>', '<eos>') if t in special),
                None)
     self.eot_id = self._tok.token_to_id(eot) if eot else 0
-    # A byte-fallback token ('<0xE2>', as in llmjax's exported byte tokenizer) is one byte,
-    # though alone it decodes to U+FFFD.
-    self.token_bytes = np.array(
-        [0 if self._tok.id_to_token(i) in special else
-         1 if re.fullmatch(r'<0x[0-9A-F]{2}>', self._tok.id_to_token(i) or '') else
-         len(self._tok.decode([i], skip_special_tokens=False).encode())
-         for i in range(self.vocab_size)], np.int32)
+    self.token_bytes = np.array([0 if self._tok.id_to_token(i) in special else
+                                 self._bytes_of(i) for i in range(self.vocab_size)], np.int32)
+
+  def _bytes_of(self, i: int) -> int:
+    # Alone, a token holding part of a character decodes to U+FFFD (3 bytes): a byte-level
+    # token (GPT-2's alphabet, llmjax's exported byte tokenizer) is one byte per character,
+    # a byte-fallback token ('<0xE2>', SentencePiece's) one byte.
+    token = self._tok.id_to_token(i) or ''
+    if self._byte_level:
+      return len(token)
+    if re.fullmatch(r'<0x[0-9A-F]{2}>', token):
+      return 1
+    return len(self._tok.decode([i], skip_special_tokens=False).encode())
 
   def encode(self, text: str | bytes) -> np.ndarray:
     text = text.decode('utf-8', errors='replace') if isinstance(text, bytes) else text
