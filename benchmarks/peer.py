@@ -20,7 +20,12 @@ import os
 import statistics
 import time
 
-import jax
+from llmjax import allocator
+
+if __name__ == '__main__':  # the entry points' allocator, for figures users will see
+  allocator.ensure()
+
+import jax  # noqa: E402
 import numpy as np
 import torch
 import transformers

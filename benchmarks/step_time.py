@@ -28,9 +28,14 @@ import subprocess
 import sys
 import time
 
-import jax
+from llmjax import allocator
 
-from llmjax import allocator, configs, flops, optim, sharding, step
+if __name__ == '__main__':  # the entry points' allocator, for figures users will see
+  allocator.ensure()
+
+import jax  # noqa: E402
+
+from llmjax import configs, flops, optim, sharding, step
 from llmjax.data import pipeline
 
 
