@@ -16,7 +16,8 @@ LAYERS = {
     'llmjax.generate.__main__': 9, 'llmjax.convert.__main__': 9, 'llmjax.scaling.__main__': 9,
     'llmjax.eval.cli': 9, 'llmjax.eval.__main__': 9,
     'llmjax.analysis': 8,  # notebooks' library: reads runs and sweeps
-    'llmjax.scaling': 7, 'llmjax.convert.run_folder': 7, 'llmjax.aot': 7,  # many runs, or one
+    'llmjax.scaling': 7, 'llmjax.convert.run_folder': 7, 'llmjax.convert.check': 7,
+    'llmjax.aot': 7,  # many runs, or one
     'llmjax.train': 6,  # the loop
     # Downstream tasks, scored on a run folder's checkpoints or, by the loop, during training.
     'llmjax.eval': 5,

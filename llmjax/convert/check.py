@@ -1,0 +1,99 @@
+"""The logit checker: a Hugging Face folder run by transformers against the same model in llmjax.
+
+`compare` feeds both implementations the same prompts and measures the largest |difference|
+of each layer's output (the residual stream after the embeddings and after each block),
+of the final norm and of the logits, so a conversion that goes wrong says where: the first
+output past the tolerance is the first layer that computes something else. The llmjax side
+is the folder's own import, or a run folder's checkpoint (to check an export).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from llmjax import runs
+from llmjax.convert import hf
+from llmjax.convert.hf_config import ConversionError, architecture_mismatch
+from llmjax.model.attention import attention_mask
+
+TOLERANCE = 1e-4  # float32 on both sides: differences are rounding, far below this
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+  names: list[str]  # 'embeddings', 'layer 0', ..., 'final norm', 'logits'
+  max_diff: list[float]  # over every prompt, position and feature
+  source: str  # what the llmjax side is
+
+  def first_mismatch(self, tolerance: float = TOLERANCE) -> str | None:
+    return next((n for n, d in zip(self.names, self.max_diff) if not d <= tolerance), None)
+
+  def lines(self, tolerance: float = TOLERANCE) -> list[str]:
+    width = max(map(len, self.names))
+    rows = [f'  {n:<{width}}  {d:.3e}' for n, d in zip(self.names, self.max_diff)]
+    bad = self.first_mismatch(tolerance)
+    verdict = (f'first output past {tolerance:g}: {bad}' if bad else
+               f'every output within {tolerance:g}')
+    return [f'max |transformers - llmjax ({self.source})| per output:', *rows, verdict]
+
+
+def _llmjax_outputs(model, tokens: np.ndarray) -> list[np.ndarray]:
+  """Embeddings, each block's output, the final norm's, the logits (BTD ..., BTV)."""
+  tokens = jnp.asarray(tokens)
+  positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+  mask = attention_mask(jnp.ones_like(tokens))
+  x = model.embed_tokens(tokens, positions)
+  outputs = [x]
+  graphdef, stacked = nnx.split(model.blocks)
+  for i in range(model.cfg.num_layers):
+    x = nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], stacked))(x, positions, mask)
+    outputs.append(x)
+  outputs[-1] = model.final_norm(x)  # what transformers reports for its last layer
+  return [np.asarray(o, np.float32) for o in (*outputs, model.logits(x))]
+
+
+def _transformers_outputs(folder, tokens: np.ndarray) -> list[np.ndarray]:
+  try:
+    import torch
+    import transformers
+  except ImportError:
+    raise ValueError('the checker runs the reference in transformers: pip install torch '
+                     'transformers') from None
+  reference = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+  with torch.no_grad():
+    out = reference.eval()(torch.tensor(tokens), output_hidden_states=True)
+  # hidden_states: the embeddings, each block's output but the last, the final norm's.
+  return [h.numpy() for h in out.hidden_states] + [out.logits.numpy()]
+
+
+def _names(num_layers: int) -> list[str]:
+  layers = [f'layer {i}' for i in range(num_layers - 1)]
+  return ['embeddings', *layers, f'layer {num_layers - 1} + final norm', 'logits']
+
+
+def compare(hf_dir, workdir=None, step: int | None = None, num_prompts: int = 3,
+            length: int = 32, seed: int = 0) -> Report:
+  """Both implementations on `num_prompts` random prompts of `length` tokens."""
+  if num_prompts < 1 or length < 1:
+    raise ValueError(f'num_prompts={num_prompts} and length={length} must be at least 1')
+  imported, _ = hf.load_hf(hf_dir)
+  model, source = imported, 'import of the folder'
+  if workdir is not None:
+    run = runs.RunFolder(workdir)
+    mismatch = architecture_mismatch(run.model_cfg, imported.cfg)
+    if mismatch:
+      raise ConversionError(f'{workdir} and {hf_dir} hold different models:\n  ' +
+                            '\n  '.join(mismatch))
+    run.step_folder(step)
+    model, source = run.model(step), f'run {workdir}'
+  length = min(length, model.cfg.max_len)
+  tokens = np.random.default_rng(seed).integers(0, model.cfg.vocab_size, (num_prompts, length))
+  ours, theirs = _llmjax_outputs(model, tokens), _transformers_outputs(hf_dir, tokens)
+  if len(ours) != len(theirs):
+    raise ConversionError(f'transformers reports {len(theirs) - 1} outputs, llmjax '
+                          f'{len(ours) - 1}')
+  diffs = [float(np.abs(a - b).max()) for a, b in zip(theirs, ours)]
+  return Report(_names(model.cfg.num_layers), diffs, source)
