@@ -117,3 +117,22 @@ def test_llama3_2_1b_preset_is_the_released_model():
   assert hf_config.architecture_mismatch(preset, imported) == []
   assert preset.max_len == imported.max_len == 131072
   assert flops.param_counts(preset)['total'] == 1_235_814_400  # "1.24B" on the model card
+
+
+def test_a_run_imported_from_mistral_exports_as_mistral(tmp_path, capsys):
+  from llmjax.convert.__main__ import main as convert_main
+  reference = _hf_model('Mistral', dict(sliding_window=None))
+  reference.save_pretrained(tmp_path / 'hf', safe_serialization=True)
+  run = tmp_path / 'run'
+  assert convert_main(['hf-to-llmjax', '--hf_dir', str(tmp_path / 'hf'), '--out', str(run)]) == 0
+  for args, kind in (([], 'mistral'), (['--family', 'llama'], 'llama')):
+    out = tmp_path / f'out_{kind}'
+    assert convert_main(['llmjax-to-hf', '--workdir', str(run), '--out', str(out), *args]) == 0
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    assert reloaded.config.model_type == kind
+    np.testing.assert_allclose(_hf_logits(reloaded, TOKENS[:, :16]),
+                               _hf_logits(reference, TOKENS[:, :16]), atol=1e-4)
+  capsys.readouterr()
+  assert convert_main(['llmjax-to-hf', '--workdir', str(run), '--out', str(tmp_path / 'q'),
+                       '--family', 'qwen2']) == 2
+  assert 'as qwen2 (chosen): model.qkv_bias=False (needs True)' in capsys.readouterr().err
