@@ -13,7 +13,8 @@ README = (pathlib.Path(__file__).resolve().parents[1] / 'README.md').read_text()
 
 REGISTRIES = {
     'norm': options.NORMS, 'positions': options.POSITIONS, 'mlp': options.MLPS,
-    'remat': options.REMAT_POLICIES, 'optim.name': optim.OPTIMIZERS,
+    'remat': options.REMAT_POLICIES, 'rope_scaling': options.ROPE_SCALINGS,
+    'optim.name': optim.OPTIMIZERS,
     'optim.schedule': optim.SCHEDULES,
 }
 
@@ -26,7 +27,7 @@ def test_the_readme_lists_every_entry_of_each_registry(field):
       f'README.md lists {field}={listed[0]}; the registry has {"|".join(REGISTRIES[field])}')
 
 
-@pytest.mark.parametrize('field', ['norm', 'positions', 'mlp', 'remat'])
+@pytest.mark.parametrize('field', ['norm', 'positions', 'mlp', 'remat', 'rope_scaling'])
 def test_validation_accepts_the_registry_and_names_it_when_refusing(field):
   for name in REGISTRIES[field]:
     config = configs.defaults()
