@@ -135,3 +135,20 @@ def test_a_folder_without_a_tokenizer_is_named(tmp_path, capsys):
   (out / 'tokenizer.json').unlink()
   assert generate_cli.main(['--hf_dir', str(out), '--prompt', 'x']) == 2
   assert 'holds no tokenizer' in capsys.readouterr().err
+
+
+def test_a_run_trained_on_a_tokenizer_json_exports_it_starting_with_end_of_text(tmp_path):
+  """A tokenizer.json llmjax trained with gets llmjax's document start; an imported folder's
+  tokenizer is copied as it came (tests/test_convert.py)."""
+  from tokenizers import Tokenizer, models, pre_tokenizers
+  vocab = {f't{i}': i for i in range(99)} | {'<|endoftext|>': 99}
+  word_level = Tokenizer(models.WordLevel(vocab, unk_token='t0'))
+  word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+  word_level.add_special_tokens(['<|endoftext|>'])
+  word_level.save(str(tmp_path / 'words.json'))
+  workdir, _ = _run(tmp_path, 100, f'hf:{tmp_path / "words.json"}')
+  out = tmp_path / 'hf'
+  assert convert_main(['llmjax-to-hf', '--workdir', str(workdir), '--out', str(out)]) == 0
+  hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+  assert hf_tok('t5 t7').input_ids == [99, 5, 7]
+  assert hf_tok.eos_token_id == hf_tok.bos_token_id == 99
