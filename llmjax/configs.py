@@ -327,19 +327,29 @@ def _positive(errors, field: str, value) -> None:
     errors.append(f'config.{field}: must be positive, got {value!r}')
 
 
+def _option_fields(exp: Experiment) -> list[tuple[str, object, object]]:
+  """(field, value, its registry or tuple of options) for every field that names an option."""
+  m, d, o = exp.model, exp.data, exp.optim
+  return [('model.norm', m.norm, options.NORMS),
+          ('model.positions', m.positions, options.POSITIONS),
+          ('model.mlp', m.mlp, options.MLPS),
+          ('model.remat', m.remat, options.REMAT_POLICIES),
+          ('model.arch', m.arch, options.ARCHITECTURES),
+          ('model.norm_position', m.norm_position, options.NORM_POSITIONS),
+          ('model.attention_impl', m.attention_impl, model_config.ATTENTION_IMPLS),
+          ('model.param_dtype', m.param_dtype, model_config.DTYPES),
+          ('model.dtype', m.dtype, model_config.DTYPES),
+          ('model.parametrization', m.parametrization, parametrization.PARAMETRIZATIONS),
+          ('data.objective', d.objective, pipeline.OBJECTIVES),
+          ('optim.name', o.name, optim.OPTIMIZERS),
+          ('optim.schedule', o.schedule, optim.SCHEDULES),
+          ('optim.weight_decay_mode', o.weight_decay_mode, optim.WEIGHT_DECAY_MODES)]
+
+
 def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> None:
   m, d, o, t = exp.model, exp.data, exp.optim, exp.train
-  _choice(errors, 'model.norm', m.norm, options.NORMS)
-  _choice(errors, 'model.positions', m.positions, options.POSITIONS)
-  _choice(errors, 'model.mlp', m.mlp, options.MLPS)
-  _choice(errors, 'model.remat', m.remat, options.REMAT_POLICIES)
-  _choice(errors, 'model.attention_impl', m.attention_impl, model_config.ATTENTION_IMPLS)
-  _choice(errors, 'model.param_dtype', m.param_dtype, model_config.DTYPES)
-  _choice(errors, 'model.dtype', m.dtype, model_config.DTYPES)
-  _choice(errors, 'optim.name', o.name, optim.OPTIMIZERS)
-  _choice(errors, 'optim.schedule', o.schedule, optim.SCHEDULES)
-  _choice(errors, 'model.parametrization', m.parametrization, parametrization.PARAMETRIZATIONS)
-  _choice(errors, 'optim.weight_decay_mode', o.weight_decay_mode, optim.WEIGHT_DECAY_MODES)
+  for field, value, allowed in _option_fields(exp):
+    _choice(errors, field, value, allowed)
   for field in ('vocab_size', 'd_model', 'num_layers', 'num_heads', 'num_kv_heads', 'head_dim',
                 'mlp_dim', 'max_len'):
     _positive(errors, f'model.{field}', getattr(m, field))
@@ -369,6 +379,7 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
   if exp.checkpoint.keep_last < 1:
     errors.append(f'config.checkpoint.keep_last={exp.checkpoint.keep_last} must be at least 1')
   _check_tokenizer(m, d, errors)
+  _check_arch(exp, errors)
   if d.source.startswith('synthetic:') and t.sample_tokens > 0:
     try:
       synthetic.SyntheticTokenizer(2).encode(t.sample_prompt)
@@ -392,33 +403,27 @@ def _data_defaults(exp: Experiment) -> Experiment:
   means nothing to a synthetic source, whose sample then starts a document (an empty
   prompt after end-of-text); a prompt set by hand is kept, and checked."""
   if exp.data.source.startswith('synthetic:') and exp.train.sample_prompt == TrainConfig.sample_prompt:
-    return dataclasses.replace(exp, train=dataclasses.replace(exp.train, sample_prompt=''))
+    exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, sample_prompt=''))
+  if exp.model.arch == 'encoder' and exp.train.sample_tokens == TrainConfig.sample_tokens:
+    exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, sample_tokens=0))
   return exp
 
 
-def _check_rope(m: ModelConfig, errors: list[str]) -> None:
-  _check_rope(m, errors)
-  _choice(errors, 'model.rope_scaling', m.rope_scaling, options.ROPE_SCALINGS)
-  if m.rope_scaling == 'llama3' and not (m.rope_scaling_factor > 0 and m.rope_original_max_len > 0
-                                         and 0 < m.rope_low_freq_factor < m.rope_high_freq_factor):
-    errors.append(f'config.model: rope_scaling=llama3 needs rope_scaling_factor > 0 '
-                  f'(got {m.rope_scaling_factor}), rope_original_max_len > 0 (got '
-                  f'{m.rope_original_max_len}) and 0 < rope_low_freq_factor < '
-                  f'rope_high_freq_factor (got {m.rope_low_freq_factor}, '
-                  f'{m.rope_high_freq_factor})')
-
-
-def _check_eval(exp: Experiment, errors: list[str]) -> None:
-  """eval.domains (cheap checks of their sources) and the task cadence; task names are
-  resolved by the loop before the workdir is touched (llmjax.eval sits above configs)."""
-  e = exp.eval
-  errors += [f'config.{p}' for p in domains.problems(e.domains, exp.data)]
-  if e.tasks_every < 0:
-    errors.append(f'config.eval.tasks_every={e.tasks_every} must not be negative '
-                  f'(0: only at the last step)')
-  if e.tasks_max_examples == 0 or e.tasks_max_examples < -1:
-    errors.append(f'config.eval.tasks_max_examples={e.tasks_max_examples} must be -1 '
-                  f"(each task's own default) or positive")
+def _check_arch(exp: Experiment, errors: list[str]) -> None:
+  """The architecture, its objective, and what an encoder cannot do."""
+  m, d = exp.model, exp.data
+  arch = options.ARCHITECTURES[m.arch]
+  if d.objective not in arch.objectives:
+    errors.append(f'config.data.objective={d.objective!r} does not train model.arch={m.arch!r}'
+                  f'; it trains on {" or ".join(map(repr, arch.objectives))}')
+  if d.objective == 'mlm' and not 0.0 < d.mask_rate < 1.0:
+    errors.append(f'config.data.mask_rate={d.mask_rate} must be in (0, 1)')
+  if not arch.causal and m.attention_impl == 'blockwise':
+    errors.append(f'config.model.attention_impl=\'blockwise\' computes causal attention '
+                  f'only; model.arch={m.arch!r} attends both ways: use auto, einsum, xla or cudnn')
+  if not arch.causal and exp.train.sample_tokens > 0:
+    errors.append(f'config.train.sample_tokens={exp.train.sample_tokens}: model.arch='
+                  f'{m.arch!r} does not generate text; set train.sample_tokens=0')
 
 
 def _check_rope(m: ModelConfig, errors: list[str]) -> None:
@@ -497,6 +502,10 @@ def _check_tokenizer(m: ModelConfig, d: pipeline.DataConfig, errors: list[str]) 
   if vocab > m.vocab_size:
     errors.append(f'config.model.vocab_size={m.vocab_size} is smaller than the vocabulary of '
                   f'data.tokenizer={d.tokenizer!r} ({vocab} tokens)')
+  elif d.objective == 'mlm' and vocab + 1 > m.vocab_size:
+    errors.append(f'config.model.vocab_size={m.vocab_size} has no room for the mask token of '
+                  f'data.objective=\'mlm\' (id {vocab}, one past data.tokenizer={d.tokenizer!r}'
+                  f'): set model.vocab_size={vocab + 1}')
 
 
 def _check_mesh(exp: Experiment, num_devices: int, errors: list[str]) -> None:

@@ -3,7 +3,8 @@
 Convention (PaLM, Appendix B; also nanoGPT and nanodo):
   training FLOPs per token = 6 * N_matmul + 12 * L * T * N * H
 where N_matmul counts the weights of every matrix multiply (attention and MLP
-projections of all layers, plus the D x V output head, tied or not) and the
+projections of all layers, plus the D x V output head, tied or not, and an encoder's
+D x D masked-LM transform) and the
 second term is the attention scores and weighted values (QK^T and AV, 2 FLOPs
 per multiply-add, forward 4*T*N*H per layer, backward twice that) over the full
 context T, with no discount for the causal mask (as computed by dense kernels).
@@ -54,9 +55,13 @@ def param_counts(cfg: ModelConfig) -> dict[str, int]:
   d, v = cfg.d_model, cfg.vocab_size
   embedding = v * d + (cfg.max_len * d if options.POSITIONS[cfg.positions].table else 0)
   head = 0 if cfg.tie_embeddings else d * v
-  final_norm = d * _norm_width(cfg)
+  embedding += d * _norm_width(cfg) if cfg.embed_norm else 0
+  final_norm = d * _norm_width(cfg) if cfg.norm_position == 'pre' else 0
   layers = cfg.num_layers * (_layer_matmul_params(cfg) + _layer_vector_params(cfg))
   non_embedding = layers + final_norm
+  if cfg.arch == 'encoder':  # the masked-LM head: D x D transform, its bias and norm; V bias
+    non_embedding += d * d + d + d * _norm_width(cfg)
+    head += v
   return {'total': embedding + head + non_embedding, 'non_embedding': non_embedding,
           'embedding': embedding + head}
 
@@ -64,6 +69,8 @@ def param_counts(cfg: ModelConfig) -> dict[str, int]:
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
   """Training FLOPs per token (forward + backward), by the convention above."""
   matmul_params = cfg.num_layers * _layer_matmul_params(cfg) + cfg.d_model * cfg.vocab_size
+  if cfg.arch == 'encoder':
+    matmul_params += cfg.d_model * cfg.d_model  # the masked-LM head's transform
   attention = 12 * cfg.num_layers * seq_len * cfg.num_heads * cfg.head_dim
   return 6.0 * matmul_params + attention
 

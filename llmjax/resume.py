@@ -9,8 +9,9 @@ differs from the folder's `config.json` is judged per field:
   optim, train, init_from   refused unless named in --allow_changes (a field such as
                             train.steps, or a whole section): extending a run or changing a
                             hyperparameter mid-run is a decision, so it is explicit and logged
-  mesh, metrics, checkpoint free: a checkpoint restores on any mesh, and logging or saving
-                            differently changes no result
+  mesh, metrics, checkpoint, free: a checkpoint restores on any mesh, and logging, saving or
+  eval                      evaluating differently (other held-out domains or tasks) changes
+                            no training result
 
 Every accepted change is printed, and the `config.json` it replaces is appended to
 `config_history.jsonl` (with the step the run had reached), so the folder always says
@@ -24,7 +25,7 @@ import time
 from llmjax import configs, runs
 
 NEVER = ('model', 'data', 'optim.name')
-FREE = ('mesh', 'metrics', 'checkpoint')
+FREE = ('mesh', 'metrics', 'checkpoint', 'eval')
 HISTORY_FILE = 'config_history.jsonl'
 
 

@@ -307,8 +307,10 @@ def test_vocabulary_must_fit(tmp_path):
     (dict(norm='layernorm'), "as llama .*model.norm='layernorm' \\(needs 'rmsnorm'\\)"),
     (dict(qk_norm=True), 'model.qk_norm=True \\(needs False\\)'),
     (dict(logits_soft_cap=30.0), 'model.logits_soft_cap=30.0'),
+    (dict(arch='encoder'), "model.arch='encoder' \\(needs 'decoder'\\)"),
     (dict(positions='learned'), "as gpt2 .*model.norm='rmsnorm' \\(needs 'layernorm'\\); "
-                                "model.mlp='swiglu' \\(needs 'gelu'\\); model.use_bias=False"),
+                                "model.mlp='swiglu' \\(needs 'gelu' or 'gelu_exact'\\); "
+                                "model.use_bias=False"),
 ])
 def test_export_refuses_what_hugging_face_cannot_express(tmp_path, changes, message):
   model = nnx.eval_shape(lambda: Transformer(dataclasses.replace(LLAMA_LIKE, **changes),

@@ -88,7 +88,8 @@ def test_an_allowed_change_extends_the_run_and_keeps_the_config_history(finished
 
 def test_mesh_metrics_and_checkpoint_settings_may_change(finished, tmp_path):
   workdir = _copy(finished, tmp_path)
-  proc = _run(workdir, *STEPS[:2], '--config.checkpoint.keep_last=5')
+  proc = _run(workdir, *STEPS[:2], '--config.checkpoint.keep_last=5',
+              '--config.eval.tasks_every=7')
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'already complete' in proc.stdout
 

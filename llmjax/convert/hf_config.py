@@ -56,9 +56,11 @@ ARCHITECTURE_FIELDS = ('vocab_size', 'd_model', 'num_layers', 'num_heads', 'num_
                        'head_dim', 'mlp_dim', 'norm', 'norm_eps', 'positions', 'rope_theta',
                        'rope_scaling', 'rope_scaling_factor', 'rope_low_freq_factor',
                        'rope_high_freq_factor', 'rope_original_max_len', 'mlp',
-                       'tie_embeddings', 'use_bias', 'qkv_bias', 'qk_norm', 'logits_soft_cap')
-# What no family computes: checked on every export.
-_NEEDED_BY_ALL = dict(qk_norm=(False,), logits_soft_cap=(0.0,))
+                       'tie_embeddings', 'use_bias', 'qkv_bias', 'qk_norm', 'logits_soft_cap',
+                       'arch', 'norm_position', 'embed_norm')
+# What no family computes (all are pre-norm decoders): checked on every export.
+_NEEDED_BY_ALL = dict(qk_norm=(False,), logits_soft_cap=(0.0,), arch=('decoder',),
+                      norm_position=('pre',), embed_norm=(False,))
 
 
 def _mlp_kinds(gated: bool) -> tuple[str, ...]:

@@ -19,9 +19,11 @@ import grain
 import grain.experimental as gx
 import numpy as np
 
+from llmjax.data import objectives
 from llmjax.data.sources import Corpus, DataError, open_corpus
 
 PACKINGS = ('concat_split', 'first_fit')
+OBJECTIVES = ('lm', 'mlm')
 MAX_EPOCHS = 100_000  # the shuffled stream's length, in passes over the source
 ROW_KEYS = ('inputs', 'targets', 'positions', 'segment_ids', 'weights', 'epoch')
 
@@ -41,6 +43,11 @@ class DataConfig:
   train_split: str = 'train'  # tfds split names
   eval_split: str = 'eval'
   data_dir: str = '~/.cache/llmjax/data'  # built datasets (pystdlib, files) and TFDS data
+  # What a row asks of the model (model.arch must train on it: options.ARCHITECTURES):
+  # lm, the next token; mlm, masked tokens (data/objectives.py, seeded by `seed` and the
+  # document's index, with a mask token one past the tokenizer's ids).
+  objective: str = 'lm'  # lm | mlm
+  mask_rate: float = 0.15  # mlm: share of tokens selected (80% masked, 10% random, 10% kept)
 
 
 class EpochShuffled:
@@ -62,11 +69,30 @@ class EpochShuffled:
     return epoch, self._source[int(self._order(epoch)[j])]
 
 
-def _tokenize(element, tokenizer) -> dict[str, np.ndarray]:
+def mask_id(tokenizer) -> int:
+  """The masked-LM objective's mask token: one past the tokenizer's ids (so a model for it
+  has vocab_size >= tokenizer.vocab_size + 1)."""
+  return tokenizer.vocab_size
+
+
+def masking(tokenizer, cfg: DataConfig) -> objectives.MaskedLM | None:
+  """The masked-LM transform of `cfg`, or None for next-token rows."""
+  if cfg.objective != 'mlm':
+    return None
+  return objectives.MaskedLM(mask_id=mask_id(tokenizer), vocab_size=mask_id(tokenizer) + 1,
+                             special_ids=(tokenizer.eot_id, mask_id(tokenizer)),
+                             rate=cfg.mask_rate)
+
+
+def _tokenize(index, element, tokenizer, mlm, seed) -> dict[str, np.ndarray]:
+  """A document -> its next-token pairs, or (mlm) its masked tokens and their originals,
+  with per-token loss weights."""
   epoch, doc = element
   ids = np.concatenate([[tokenizer.eot_id], tokenizer.encode(doc)]).astype(np.int32)
-  return {'inputs': ids[:-1], 'targets': ids[1:],
-          'epoch': np.full(len(ids) - 1, epoch, np.int32)}
+  # Next-token rows carry no weights of their own (every target counts), so their packing
+  # state, saved in checkpoints, keeps the features it always had.
+  out = {'inputs': ids[:-1], 'targets': ids[1:]} if mlm is None else mlm(ids, seed, index)
+  return {**out, 'epoch': np.full(len(out['inputs']), epoch, np.int32)}
 
 
 class _Chunk(gx.FlatMapTransform):
@@ -88,13 +114,16 @@ def _row(packed: dict) -> dict[str, np.ndarray]:
   segments = packed['targets_segment_ids']
   return {'inputs': packed['inputs'], 'targets': packed['targets'],
           'positions': packed['inputs_positions'], 'segment_ids': segments,
-          'weights': (segments > 0).astype(np.float32), 'epoch': packed['epoch']}
+          'weights': packed.get('weights', 1.0) * (segments > 0).astype(np.float32),
+          'epoch': packed['epoch']}
 
 
 def _rows(documents: grain.MapDataset, tokenizer, cfg: DataConfig) -> grain.IterDataset:
-  docs = documents.map(functools.partial(_tokenize, tokenizer=tokenizer))
+  docs = documents.map_with_index(functools.partial(
+      _tokenize, tokenizer=tokenizer, mlm=masking(tokenizer, cfg), seed=cfg.seed))
   docs = docs.filter(lambda d: len(d['inputs']) > 0).to_iter_dataset()
-  lengths = {k: cfg.seq_len for k in ('inputs', 'targets', 'epoch')}
+  features = ('inputs', 'targets', 'epoch') + (('weights',) if cfg.objective == 'mlm' else ())
+  lengths = {k: cfg.seq_len for k in features}
   if cfg.packing == 'first_fit':
     chunks = gx.FlatMapIterDataset(docs, _Chunk(cfg.seq_len))
     packed = gx.FirstFitPackIterDataset(chunks, length_struct=lengths,

@@ -13,12 +13,14 @@ from llmjax.model import parametrization as pz
 from llmjax.model.config import ModelConfig
 
 
-def attention_mask(segment_ids: jax.Array) -> jax.Array:
-  """B 1 T S boolean mask: causal, and a token sees only its own document."""
+def attention_mask(segment_ids: jax.Array, causal: bool = True) -> jax.Array:
+  """B 1 T S boolean mask: a token sees only its own document, and (causal) only the
+  tokens up to its own."""
   t = segment_ids.shape[1]
-  causal = jnp.tril(jnp.ones((t, t), jnp.bool_))
   same_doc = segment_ids[:, :, None] == segment_ids[:, None, :]
-  return (causal[None] & same_doc)[:, None]
+  if causal:
+    same_doc = jnp.tril(jnp.ones((t, t), jnp.bool_))[None] & same_doc
+  return same_doc[:, None]
 
 
 def cache_mask(query_positions: jax.Array, slot_positions: jax.Array) -> jax.Array:
@@ -117,18 +119,20 @@ def blockwise_attention(q, k, v, mask, scale: float | None = None,
   return jnp.concatenate(outs, axis=1)
 
 
-def dot_product_attention(q, k, v, mask, impl: str, scale: float | None = None) -> jax.Array:
+def dot_product_attention(q, k, v, mask, impl: str, scale: float | None = None,
+                          causal: bool = True) -> jax.Array:
   """q: BTNH, k/v: BSKH, mask: B1TS -> BTNH; `scale` on q.k (None: 1/sqrt(H)).
 
   'cudnn' and 'xla' go through `jax.nn.dot_product_attention` (it handles K < N itself;
   cudnn is the fused flash kernel of NVIDIA GPUs, xla the portable path); 'einsum' is the
   explicit version above; 'blockwise' skips the masked upper triangle (causal masks only).
   'auto' is blockwise on CPU, where it trains fastest (benchmarks/step_time.py), and jax.nn's
-  own choice elsewhere (cuDNN on NVIDIA GPUs). Every path takes the same `scale`, so muP's
-  1/H reaches training, decoding and analysis alike.
+  own choice elsewhere (cuDNN on NVIDIA GPUs); with a bidirectional mask (`causal` False,
+  encoders) 'auto' on CPU is the einsum. Every path takes the same `scale`, so muP's 1/H
+  reaches training, decoding and analysis alike.
   """
   if impl == 'auto' and jax.default_backend() == 'cpu':
-    impl = 'blockwise'
+    impl = 'blockwise' if causal else 'einsum'
   if impl == 'einsum':
     return einsum_attention(q, k, v, mask, scale)
   if impl == 'blockwise':
@@ -163,8 +167,9 @@ class Attention(nnx.Module):
 
   def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array) -> jax.Array:
     q, k, v = self.project(x, positions)
+    causal = options.ARCHITECTURES[self.cfg.arch].causal
     return self.output(dot_product_attention(q, k, v, mask, self.cfg.attention_impl,
-                                             self.scale))
+                                             self.scale, causal))
 
   def probs(self, x: jax.Array, positions: jax.Array, mask: jax.Array) -> jax.Array:
     """The attention probabilities this layer forms on x BTD: BNTS float32 (for analysis)."""

@@ -58,6 +58,12 @@ class ModelConfig:
   mup_readout_zero_init: bool = False  # untied head starts at 0
   mup_query_zero_init: bool = False  # query projection starts at 0 (uniform attention)
   completep_alpha: float = 1.0  # depth exponent: branches x (L/L_base)^-alpha
+  # Architecture family (options.ARCHITECTURES): decoders predict the next token; encoders
+  # see their whole segment and train on masked tokens through BERT's head (a D x D
+  # transform, its activation and norm, the tied embedding, a vocabulary bias).
+  arch: str = 'decoder'  # a key of options.ARCHITECTURES
+  norm_position: str = 'pre'  # pre | post (options.NORM_POSITIONS)
+  embed_norm: bool = False  # a norm on the summed embeddings (BERT)
 
   @property
   def num_groups(self) -> int:  # G

@@ -108,6 +108,23 @@ class Mlp(nnx.Module):
     return y
 
 
+class MaskedLMHead(nnx.Module):
+  """BERT's masked-LM transform between the last block and the output embedding: dense
+  D -> D with a bias, the MLP's activation, a norm. `bias` (V) is added to the logits."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    d = cfg.d_model
+    self.dtype, self.activation = jnp.dtype(cfg.dtype), options.MLPS[cfg.mlp].activation
+    self.w = param(cfg, rngs, (d, d), ('embed', None), pz.HIDDEN, d)
+    self.b = param(cfg, None, (d,), (None,), pz.BIAS)
+    self.norm = Norm(cfg, d)
+    self.bias = param(cfg, None, (cfg.vocab_size,), ('vocab',), pz.BIAS)
+
+  def __call__(self, x: jax.Array) -> jax.Array:  # BTD -> BTD
+    h = jnp.einsum('BTD,DE->BTE', x, self.w[...].astype(self.dtype))
+    return self.norm(self.activation(h + self.b[...].astype(self.dtype)))
+
+
 def rope_frequencies(cfg: ModelConfig) -> jax.Array:
   """The H/2 rotary angular frequencies (radians per position) of `cfg`, scaled by its
   options.ROPE_SCALINGS entry."""

@@ -19,6 +19,10 @@ def _gelu_tanh(x: jax.Array) -> jax.Array:
   return jax.nn.gelu(x, approximate=True)  # GPT-2's tanh approximation
 
 
+def _gelu_erf(x: jax.Array) -> jax.Array:
+  return jax.nn.gelu(x, approximate=False)  # BERT's exact GELU
+
+
 @dataclasses.dataclass(frozen=True)
 class MlpKind:
   """D -> F -> D. Gated: act(x W_gate) * (x W_in), three D x F matrices instead of two."""
@@ -43,7 +47,23 @@ MLPS: dict[str, MlpKind] = {
     'gelu': MlpKind(_gelu_tanh, gated=False, hf_activations=('gelu_new', 'gelu_pytorch_tanh')),
     'swiglu': MlpKind(jax.nn.silu, gated=True, hf_activations=('silu',)),
     'geglu': MlpKind(_gelu_tanh, gated=True, hf_activations=('gelu_pytorch_tanh',)),
+    'gelu_exact': MlpKind(_gelu_erf, gated=False, hf_activations=('gelu',)),  # BERT
 }
+
+@dataclasses.dataclass(frozen=True)
+class ArchKind:
+  causal: bool  # a token sees only earlier tokens of its segment (else its whole segment)
+  objectives: tuple[str, ...]  # the data objectives it trains on (data.objective)
+
+
+ARCHITECTURES: dict[str, ArchKind] = {
+    'decoder': ArchKind(causal=True, objectives=('lm',)),  # GPT-2, Llama: next-token LM
+    'encoder': ArchKind(causal=False, objectives=('mlm',)),  # BERT: masked LM
+}
+
+# Where each block normalizes: 'pre' (GPT-2, Llama: x + f(norm(x)), a final norm after the
+# last block) or 'post' (the original Transformer and BERT: norm(x + f(x)), no final norm).
+NORM_POSITIONS = ('pre', 'post')
 
 NORMS: dict[str, NormKind] = {
     'layernorm': NormKind(centered=True, bias=True),
@@ -54,6 +74,7 @@ POSITIONS: dict[str, PositionKind] = {
     'learned': PositionKind(table=True, rotary=False),
     'rope': PositionKind(table=False, rotary=True),
 }
+
 
 def _unscaled(freqs: jax.Array, cfg) -> jax.Array:
   return freqs

@@ -13,12 +13,14 @@ from llmjax.model.attention import Attention, KVCache, attention_mask, cache_mas
 from llmjax.model.config import ModelConfig
 
 class Block(nnx.Module):
-  """x + b * Attn(Norm(x)), then x + b * Mlp(Norm(x)); b is the parametrization's branch
+  """Pre-norm: x + b * Attn(Norm(x)), then x + b * Mlp(Norm(x)); post-norm (BERT):
+  Norm(x + b * Attn(x)), then Norm(x + b * Mlp(x)). b is the parametrization's branch
   multiplier (1 but under completep)."""
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     self.dropout_rate = cfg.dropout
     self.branch_mult = pz.branch_multiplier(cfg)
+    self.post_norm = cfg.norm_position == 'post'
     self.attn_norm = layers.Norm(cfg, cfg.d_model)
     self.attn = Attention(cfg, rngs)
     self.mlp_norm = layers.Norm(cfg, cfg.d_model)
@@ -33,17 +35,26 @@ class Block(nnx.Module):
 
   def attend(self, x, positions, mask, dropout_key=None):  # BTD -> BTD
     """The stream after this block's attention branch (before its MLP)."""
-    h = self.attn(self.attn_norm(x), positions, mask)
-    return x + self._branch(layers.dropout(h, self.dropout_rate, dropout_key))
+    h = self.attn(self._branch_input(x, self.attn_norm), positions, mask)
+    return self._add(x, layers.dropout(h, self.dropout_rate, dropout_key), self.attn_norm)
 
   def feed_forward(self, x, dropout_key=None):  # BTD -> BTD
     """The stream after this block's MLP branch."""
-    h = layers.dropout(self.mlp(self.mlp_norm(x)), self.dropout_rate, dropout_key)
-    return sharding.constrain(x + self._branch(h), ('batch', 'length', 'act_embed'))
+    h = self.mlp(self._branch_input(x, self.mlp_norm))
+    x = self._add(x, layers.dropout(h, self.dropout_rate, dropout_key), self.mlp_norm)
+    return sharding.constrain(x, ('batch', 'length', 'act_embed'))
 
   def decode(self, x, positions, mask, cache, layer):  # BTD -> BTD, and the cache
-    h, cache = self.attn.decode(self.attn_norm(x), positions, mask, cache, layer)
-    return self.feed_forward(x + self._branch(h)), cache
+    h, cache = self.attn.decode(self._branch_input(x, self.attn_norm), positions, mask, cache,
+                                layer)
+    return self.feed_forward(self._add(x, h, self.attn_norm)), cache
+
+  def _branch_input(self, x, norm):
+    return x if self.post_norm else norm(x)
+
+  def _add(self, x, h, norm):
+    x = x + self._branch(h)
+    return norm(x) if self.post_norm else x
 
   def _branch(self, h):
     # Skipped at 1 so that sp and the base shape compute exactly what they always did.
@@ -73,7 +84,12 @@ class Transformer(nnx.Module):
       return Block(cfg, rngs)
 
     self.blocks = stacked_blocks(rngs)
-    self.final_norm = layers.Norm(cfg, cfg.d_model)
+    if cfg.embed_norm:
+      self.embed_norm = layers.Norm(cfg, cfg.d_model)
+    if cfg.norm_position == 'pre':  # post-norm blocks end normalized
+      self.final_norm = layers.Norm(cfg, cfg.d_model)
+    if cfg.arch == 'encoder':
+      self.mlm_head = layers.MaskedLMHead(cfg, rngs)
     if not cfg.tie_embeddings:
       self.unembed = layers.param(cfg, rngs, (cfg.d_model, cfg.vocab_size),
                                   ('embed', 'vocab'), pz.UNEMBED, cfg.d_model,
@@ -106,6 +122,8 @@ class Transformer(nnx.Module):
     x = self.embed(tokens)
     if options.POSITIONS[self.cfg.positions].table:
       x = x + jnp.take(self.pos_embedding[...], positions, axis=0).astype(x.dtype)
+    if self.cfg.embed_norm:
+      x = self.embed_norm(x)
     if self.input_mult != 1.0:
       x = x * jnp.asarray(self.input_mult, x.dtype)
     x = layers.dropout(x, self.cfg.dropout, dropout_key)
@@ -116,7 +134,8 @@ class Transformer(nnx.Module):
     layer_keys = None
     if dropout_key is not None:
       layer_keys = jax.random.split(dropout_key, self.cfg.num_layers)
-    return self._apply_blocks(x, positions, attention_mask(segment_ids), layer_keys)
+    mask = attention_mask(segment_ids, options.ARCHITECTURES[self.cfg.arch].causal)
+    return self._apply_blocks(x, positions, mask, layer_keys)
 
   def decode(self, tokens: jax.Array, positions: jax.Array,
              cache: KVCache) -> tuple[jax.Array, KVCache]:
@@ -149,9 +168,13 @@ class Transformer(nnx.Module):
     return x, dataclasses.replace(cache, positions=slots, index=cache.index + tokens.shape[1])
 
   def logits(self, x: jax.Array) -> jax.Array:
-    """BTD residual stream -> BTV float32 logits (final norm, then the output head)."""
+    """BTD residual stream -> BTV float32 logits (final norm, an encoder's masked-LM
+    transform, then the output head)."""
     cfg = self.cfg
-    x = self.final_norm(x)
+    if cfg.norm_position == 'pre':
+      x = self.final_norm(x)
+    if cfg.arch == 'encoder':
+      x = self.mlm_head(x)
     if cfg.tie_embeddings:
       logits = self.embed.attend(x)
     else:
@@ -159,6 +182,8 @@ class Transformer(nnx.Module):
                           preferred_element_type=jnp.float32)
     logits = sharding.constrain(logits, ('batch', 'length', 'act_vocab'))
     logits = logits.astype(jnp.float32)
+    if cfg.arch == 'encoder':
+      logits = logits + self.mlm_head.bias[...].astype(jnp.float32)
     if self.logit_mult != 1.0:
       logits = logits * self.logit_mult
     if cfg.logits_soft_cap:
