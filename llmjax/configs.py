@@ -421,6 +421,9 @@ def _check_arch(exp: Experiment, errors: list[str]) -> None:
   if not arch.causal and m.attention_impl == 'blockwise':
     errors.append(f'config.model.attention_impl=\'blockwise\' computes causal attention '
                   f'only; model.arch={m.arch!r} attends both ways: use auto, einsum, xla or cudnn')
+  if not arch.causal and exp.eval.tasks:
+    errors.append(f'config.eval.tasks={exp.eval.tasks!r}: the tasks score continuations with a '
+                  f'decoder; model.arch={m.arch!r} cannot take them yet')
   if not arch.causal and exp.train.sample_tokens > 0:
     errors.append(f'config.train.sample_tokens={exp.train.sample_tokens}: model.arch='
                   f'{m.arch!r} does not generate text; set train.sample_tokens=0')

@@ -150,6 +150,8 @@ def test_masked_rows_predict_the_original_tokens_at_selected_positions_only():
     (dict(arch='encoder', objective='mlm', attention_impl='blockwise'),
      "'blockwise' computes causal attention only"),
     (dict(arch='encoder', objective='mlm', sample_tokens=20), 'does not generate text'),
+    (dict(arch='encoder', objective='mlm', tasks='code_next_line'),
+     "eval.tasks='code_next_line': the tasks score continuations with a decoder"),
     (dict(arch='bidirectional'), "model.arch: unknown option 'bidirectional'; choose one of "
                                  "decoder, encoder"),
     (dict(norm_position='sandwich'), "model.norm_position: unknown option 'sandwich'"),
@@ -157,7 +159,7 @@ def test_masked_rows_predict_the_original_tokens_at_selected_positions_only():
 def test_bad_encoder_configs_are_named(changes, message):
   config = configs.defaults()
   config.model.vocab_size = 258
-  sections = {'objective': 'data', 'sample_tokens': 'train'}
+  sections = {'objective': 'data', 'sample_tokens': 'train', 'tasks': 'eval'}
   for field, value in changes.items():
     config[sections.get(field, 'model')][field] = value
   with pytest.raises(configs.ConfigError, match=message):
@@ -174,3 +176,8 @@ def test_bert_experiment_trains_from_the_command_line(tmp_path):
              for line in (tmp_path / 'bert' / 'metrics.jsonl').read_text().splitlines()]
   losses = [r['loss'] for r in records if 'loss' in r]
   assert losses[-1] < losses[0] < np.log(258) + 0.5
+  for module, extra in (('llmjax.generate', ['--prompt', 'def ']),
+                        ('llmjax.eval', ['--tasks', 'code_next_line'])):
+    refused = subprocess.run([sys.executable, '-m', module, '--workdir', str(tmp_path / 'bert'),
+                              *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "model.arch='encoder'" in refused.stderr, refused.stderr

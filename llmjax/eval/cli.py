@@ -56,6 +56,9 @@ def main(argv=None) -> int:
     if args.max_examples is not None and args.max_examples < 1:
       raise TaskError(f'--max_examples must be >= 1, got {args.max_examples}')
     run = runs.RunFolder(args.workdir)
+    if run.model_cfg.arch != 'decoder':
+      raise TaskError(f'{args.workdir} holds a model.arch={run.model_cfg.arch!r} model; the '
+                      f'tasks score continuations with a decoder (encoders: not yet)')
     task_list = registry.resolve_all(args.tasks, run.experiment.data,
                                      seed=args.seed, max_examples=args.max_examples)
     step = run.step_at(args.step)

@@ -49,6 +49,9 @@ def _load(args) -> tuple[object, object, list[int]]:
   """(model, tokenizer, tokens that precede the prompt)."""
   if args.workdir:
     run = runs.RunFolder(args.workdir)
+    if run.model_cfg.arch != 'decoder':
+      raise ValueError(f'{args.workdir} holds a model.arch={run.model_cfg.arch!r} model, '
+                       f'which does not generate text; generation needs a decoder')
     tokenizer = run.tokenizer  # config.json, then the checkpoint: both before any build
     run.step_folder(args.step)
     # Training documents start after end-of-text.
