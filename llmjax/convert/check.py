@@ -15,9 +15,11 @@ import numpy as np
 from flax import nnx
 
 from llmjax import runs
-from llmjax.convert import hf
+from llmjax.convert import hf, hf_weights
 from llmjax.convert.hf_config import ConversionError, architecture_mismatch
+from llmjax.model import parametrization as pz
 from llmjax.model.attention import attention_mask
+from llmjax.model.transformer import Transformer
 
 TOLERANCE = 1e-4  # float32 on both sides: differences are rounding, far below this
 
@@ -55,6 +57,21 @@ def _llmjax_outputs(model, tokens: np.ndarray) -> list[np.ndarray]:
   return [np.asarray(o, np.float32) for o in (*outputs, model.logits(x))]
 
 
+def _as_exported(model):
+  """A mup/completep model as the sp model its export computes (multipliers folded into
+  the weights, `hf_weights.fold_multipliers`): the same logits, and layer outputs that
+  compare with transformers' one by one (a tied head's logit multiplier sits in the final
+  norm there)."""
+  if pz.is_sp(model.cfg):
+    return model
+  params = hf_weights.fold_multipliers(
+      model.cfg, jax.device_get(nnx.state(model, nnx.Param).to_pure_dict()))
+  sp = dataclasses.replace(model.cfg, parametrization='sp')
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: Transformer(sp, nnx.Rngs(0))))
+  state.replace_by_pure_dict(jax.tree.map(jnp.asarray, params))
+  return nnx.merge(graphdef, state)
+
+
 def _transformers_outputs(folder, tokens: np.ndarray) -> list[np.ndarray]:
   try:
     import torch
@@ -88,7 +105,7 @@ def compare(hf_dir, workdir=None, step: int | None = None, num_prompts: int = 3,
       raise ConversionError(f'{workdir} and {hf_dir} hold different models:\n  ' +
                             '\n  '.join(mismatch))
     run.step_folder(step)
-    model, source = run.model(step), f'run {workdir}'
+    model, source = _as_exported(run.model(step)), f'run {workdir}'
   length = min(length, model.cfg.max_len)
   tokens = np.random.default_rng(seed).integers(0, model.cfg.vocab_size, (num_prompts, length))
   ours, theirs = _llmjax_outputs(model, tokens), _transformers_outputs(hf_dir, tokens)
