@@ -4,10 +4,10 @@ For sizing a model on a target pod without one, e.g. the train step of Llama 3.2
 1B on 64 chips sharded 16-way FSDP x 4-way tensor, compiled on a CPU:
   python -m llmjax.main --config experiments/preset.py:llama3.2-1b --compile_only \
       --num_fake_devices=64 --config.mesh.fsdp=16 --config.mesh.tensor=4
-Result (measured 2026-11-30, 2-core Xeon, JAX 0.10.2): compiles in ~20 s (25 s
-wall clock in all); 1,498,482,688 parameters (untied 128k vocabulary); per device
-0.087 GiB of parameters, 0.174 GiB of optimizer state, 13.2 GiB of activations
-and temporaries for its 16 x 2048 tokens (XLA:CPU's estimate), 13.5 GiB at peak.
+Result (measured 2026-12-02, 2-core Xeon under load 5, JAX 0.10.2): compiles in 114 s;
+1,235,814,400 parameters (tied 128k vocabulary, as released); per device 73.67 MiB of
+parameters, 147.34 MiB of optimizer state, 13.25 GiB of activations and temporaries for
+its 16 x 2048 tokens (XLA:CPU's estimate), 13.47 GiB at peak.
 Training runs use the same file with a real mesh and data (launch/).
 """
 
