@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from llmjax import generate
 from llmjax.model.transformer import Transformer
 
 MIN_LENGTH = 16
@@ -135,14 +136,7 @@ class Scorer:
   def _pair(self, i: int, context, continuation) -> np.ndarray:
     context = self._checked(context, 'context', i)
     continuation = self._checked(continuation, 'continuation', i)
-    if not len(context):
-      raise ValueError(f'context {i} is empty; start it with the end-of-text token, as '
-                       'training documents start')
-    if not 0 < len(continuation) <= self.max_len:
-      raise ValueError(f'continuation {i} has {len(continuation)} tokens; it needs 1 to '
-                       f'max_len={self.max_len}')
-    # A context too long for max_len loses its oldest tokens, as in lm-eval-harness.
-    return np.concatenate([context, continuation])[-self.max_len - 1:]
+    return generate.scoring_row(i, context, continuation, self.max_len)
 
   def _token_scores(self, group: _Packed) -> tuple[np.ndarray, np.ndarray]:
     """Log-probabilities and greedy flags of every position of a group's rows."""

@@ -290,6 +290,19 @@ def _score(graphdef, params, inputs, targets):
   return logprobs[..., 0], jnp.argmax(logits, axis=-1) == targets
 
 
+def scoring_row(i: int, context: np.ndarray, continuation: np.ndarray,
+                max_len: int) -> np.ndarray:
+  """Pair i's context + continuation, checked, in at most max_len + 1 tokens: a context too
+  long loses its oldest tokens, as in lm-eval-harness."""
+  if not len(context):
+    raise ValueError(f'context {i} is empty; start it with the end-of-text token, as '
+                     'training documents start')
+  if not 0 < len(continuation) <= max_len:
+    raise ValueError(f'continuation {i} has {len(continuation)} tokens; it needs 1 to '
+                     f'max_len={max_len}')
+  return np.concatenate([context, continuation])[-max_len - 1:]
+
+
 def score(model: Transformer, contexts: Prompts, continuations: Prompts) -> ScoreOutput:
   """Log-likelihood of each continuation given its context, token by token (the
   `loglikelihood` of lm-eval-harness, the basis of multiple-choice evaluation).
@@ -309,15 +322,9 @@ def score(model: Transformer, contexts: Prompts, continuations: Prompts) -> Scor
     raise ValueError(f'{len(contexts)} contexts but {len(continuations)} continuations')
   _check_ids(contexts, cfg, 'context')
   _check_ids(continuations, cfg, 'continuation')
-  for i, (context, continuation) in enumerate(zip(contexts, continuations)):
-    if not len(context):
-      raise ValueError(f'context {i} is empty; start it with the end-of-text token, as '
-                       'training documents start')
-    if not 0 < len(continuation) <= cfg.max_len:
-      raise ValueError(f'continuation {i} has {len(continuation)} tokens; it needs 1 to '
-                       f'max_len={cfg.max_len}')
   # The model reads every token but the last and predicts every token but the first.
-  rows = [np.concatenate([c, x])[-cfg.max_len - 1:] for c, x in zip(contexts, continuations)]
+  rows = [scoring_row(i, c, x, cfg.max_len)
+          for i, (c, x) in enumerate(zip(contexts, continuations))]
   b, t = _bucket(len(rows)), min(_bucket(max(len(r) for r in rows) - 1, 16), cfg.max_len)
   inputs, targets = np.zeros((b, t), np.int32), np.zeros((b, t), np.int32)
   for i, row in enumerate(rows):
