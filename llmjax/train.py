@@ -95,7 +95,8 @@ class StepLogger:
                start_step: int, lr_schedule):
     self.lr_schedule = lr_schedule
     self.flops_per_token = flops.flops_per_token(exp.model, exp.data.seq_len)
-    self.peak, peak_source = flops.peak_flops_per_device(exp.metrics.peak_flops_per_device)
+    self.peak, peak_source = flops.peak_flops_per_device(exp.metrics.peak_flops_per_device,
+                                                         exp.model.dtype)
     self.peak_source = peak_source  # for provenance.json
     self.throughput = Throughput(exp.data.global_batch_size * exp.data.seq_len)
     self.writer = metrics.MetricsWriter(exp.metrics, workdir, resolved_config,
