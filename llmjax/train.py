@@ -398,8 +398,10 @@ def save(loop: Loop, done: int) -> None:
 def finish(loop: Loop, graphdef: nnx.GraphDef, tokenizer) -> None:
   """The end-of-run summary line and the text sample."""
   cfg, last = loop.exp.train, loop.logger.last
+  # A synthetic source's tokens are states, each counted as one byte (data_info says so).
+  unit = 'bits/token' if loop.exp.data.source.startswith('synthetic:') else 'bits/byte'
   print(f'step {cfg.steps}: train loss {last["loss"]:.4f}, eval loss {last["eval/loss"]:.4f} '
-        f'nats/token, {last["eval/bits_per_byte"]:.4f} bits/byte')
+        f'nats/token, {last["eval/bits_per_byte"]:.4f} {unit}')
   if cfg.sample_tokens > 0:  # every process takes part: the parameters span all of them
     text = generate.sample_text(nnx.merge(graphdef, loop.state.params), tokenizer,
                                 cfg.sample_prompt, cfg.sample_tokens, cfg.sample_temperature,
