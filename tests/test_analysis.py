@@ -457,3 +457,17 @@ def test_every_plot_returns_a_figure(tiny_run, tiny_sweep):
   assert len(figures[8].axes[0].lines) == 2  # one line per checkpoint
   with pytest.raises(KeyError, match="no metric 'nope'"):
     plots.curves(tiny_run, ['nope'])
+
+
+def test_task_results_table(tiny_run):
+  from llmjax.eval import runner as eval_runner
+  step = tiny_run.steps[-1]
+  eval_runner.write_results(tiny_run.path, step, {'t': {
+      'acc': 0.5, 'acc_stderr': 0.1, 'num_examples': 20, 'chance': {'acc': 0.25},
+      'ceiling': {'acc': 0.9}}})
+  table = tiny_run.task_results()
+  assert list(table['metric']) == ['acc']
+  row = table.iloc[0]
+  assert (row['step'], row['task'], row['value'], row['stderr'], row['chance'],
+          row['ceiling'], row['num_examples']) == (step, 't', 0.5, 0.1, 0.25, 0.9, 20)
+  assert row['flops'] == step * tiny_run.tokens_per_step * tiny_run.flops_per_token

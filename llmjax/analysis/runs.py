@@ -21,6 +21,7 @@ from flax import nnx
 
 from llmjax import flops, generate, runs
 from llmjax.data import pipeline, sources, synthetic
+from llmjax.eval import runner as eval_runner
 from llmjax.model.transformer import Transformer
 from llmjax.scaling import results, runner
 from llmjax.step import TrainState
@@ -62,6 +63,28 @@ class Run(runs.RunFolder):
     # Non-finite values are written as strings ('nan', 'inf'): numbers again here.
     table = pd.DataFrame(records).apply(pd.to_numeric, errors='coerce')
     table = table.groupby('step', as_index=False).first()
+    table['tokens'] = table['step'] * self.tokens_per_step
+    table['flops'] = table['tokens'] * self.flops_per_token
+    return table
+
+  def task_results(self) -> pd.DataFrame:
+    """Every RUN/eval/STEP.json (python -m llmjax.eval, eval.tasks during training) as one
+    row per (step, task, metric): value, stderr, chance, ceiling (NaN where the task knows
+    none) and the training tokens and FLOPs at the step, for plots against compute."""
+    rows = []
+    for step, by_task in eval_runner.read_results(self.path).items():
+      for task, out in by_task.items():
+        chance, ceiling = out.get('chance', {}), out.get('ceiling', {})
+        for metric, value in out.items():
+          if isinstance(value, (int, float)) and not metric.endswith('_stderr') and (
+              metric != 'num_examples'):
+            rows.append({'step': step, 'task': task, 'metric': metric, 'value': value,
+                         'stderr': out.get(f'{metric}_stderr', np.nan),
+                         'chance': chance.get(metric, np.nan),
+                         'ceiling': ceiling.get(metric, np.nan),
+                         'num_examples': out.get('num_examples')})
+    table = pd.DataFrame(rows, columns=['step', 'task', 'metric', 'value', 'stderr', 'chance',
+                                        'ceiling', 'num_examples'])
     table['tokens'] = table['step'] * self.tokens_per_step
     table['flops'] = table['tokens'] * self.flops_per_token
     return table
