@@ -13,9 +13,10 @@ import string
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import sacrebleu
-from rouge_score import rouge_scorer
-from sklearn import metrics as sk_metrics
+
+# rouge-score (through nltk), sacrebleu and scikit-learn are imported where they are used:
+# together they take ~2 s to import, and the trainer imports this module at start-up, before
+# it refuses a bad config.
 
 BOOTSTRAP_ITERATIONS = 1000
 # Corpus statistics rerun the package on every resample: fewer resamples keep them quick.
@@ -81,6 +82,7 @@ def classify(loglikelihoods, golds, seed: int = 0) -> dict:
   """Label-word likelihood classification: acc (the mean of argmax == gold, which is
   scikit-learn's accuracy_score), macro-F1 (scikit-learn's f1_score over the labels that
   occur as gold or prediction) and gold_prob."""
+  from sklearn import metrics as sk_metrics
   golds = np.asarray(golds)
   predictions = np.array([int(np.argmax(lls)) for lls in loglikelihoods])
   per_example = choice_metrics(loglikelihoods, golds)  # acc: scikit-learn's accuracy_score
@@ -117,6 +119,8 @@ _ROUGE_TYPES = ('rouge1', 'rouge2', 'rougeL')
 def generate(predictions: Sequence[str], targets: Sequence[str], seed: int = 0) -> dict:
   """exact_match and token_f1 (SQuAD-normalized), ROUGE-1/2/L F-measures (rouge-score),
   BLEU and chrF (sacrebleu corpus scores, 0-100)."""
+  import sacrebleu
+  from rouge_score import rouge_scorer
   rouge = rouge_scorer.RougeScorer(list(_ROUGE_TYPES))
   scores = [rouge.score(t, p) for p, t in zip(predictions, targets)]
   per_example = {
