@@ -14,15 +14,21 @@ from llmjax.model import options
 from llmjax.model.config import ModelConfig
 
 
-# Every MLP kind of the registry; the untied head with the first, tied with the others.
-@pytest.mark.parametrize('mlp, tie', [(name, i > 0) for i, name in enumerate(options.MLPS)])
-def test_analytic_flops_match_xla_cost_analysis(mlp, tie):
+# Every MLP kind of the registry (the untied head with the first, tied with the others), and
+# a BERT-shaped encoder (its masked-LM head's transform is counted).
+BERT = dict(arch='encoder', norm='layernorm', norm_position='post', embed_norm=True,
+            positions='learned', mlp='gelu_exact', use_bias=True, attention_impl='einsum')
+
+
+@pytest.mark.parametrize('changes', [dict(mlp=name, tie_embeddings=i > 0)
+                                     for i, name in enumerate(options.MLPS)] + [BERT],
+                         ids=lambda c: ','.join(f'{k}={v}' for k, v in c.items()))
+def test_analytic_flops_match_xla_cost_analysis(changes):
   # Unrolled layers (XLA counts a scanned body once) on one device (sharded
   # cost analysis is per device). Wide enough that matmuls dominate, as in
   # real models: the formula leaves out norms, softmax and the optimizer.
   cfg = ModelConfig(vocab_size=512, d_model=256, num_layers=2, num_heads=4, num_kv_heads=4,
-                    head_dim=64, mlp_dim=1024, max_len=128, mlp=mlp, tie_embeddings=tie,
-                    scan_layers=False)
+                    head_dim=64, mlp_dim=1024, max_len=128, scan_layers=False, **changes)
   batch, seq_len = 4, 128
   mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
   tx, _ = optim.make(optim.OptimConfig(), cfg, total_steps=10)
