@@ -404,7 +404,8 @@ def _data_defaults(exp: Experiment) -> Experiment:
   prompt after end-of-text); a prompt set by hand is kept, and checked."""
   if exp.data.source.startswith('synthetic:') and exp.train.sample_prompt == TrainConfig.sample_prompt:
     exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, sample_prompt=''))
-  if exp.model.arch == 'encoder' and exp.train.sample_tokens == TrainConfig.sample_tokens:
+  arch = options.ARCHITECTURES.get(exp.model.arch)  # an unknown name is reported later
+  if arch and not arch.causal and exp.train.sample_tokens == TrainConfig.sample_tokens:
     exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, sample_tokens=0))
   return exp
 

@@ -59,7 +59,7 @@ def param_counts(cfg: ModelConfig) -> dict[str, int]:
   final_norm = d * _norm_width(cfg) if cfg.norm_position == 'pre' else 0
   layers = cfg.num_layers * (_layer_matmul_params(cfg) + _layer_vector_params(cfg))
   non_embedding = layers + final_norm
-  if cfg.arch == 'encoder':  # the masked-LM head: D x D transform, its bias and norm; V bias
+  if options.ARCHITECTURES[cfg.arch].masked_lm_head:  # D x D, its bias and norm; a V bias
     non_embedding += d * d + d + d * _norm_width(cfg)
     head += v
   return {'total': embedding + head + non_embedding, 'non_embedding': non_embedding,
@@ -69,7 +69,7 @@ def param_counts(cfg: ModelConfig) -> dict[str, int]:
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
   """Training FLOPs per token (forward + backward), by the convention above."""
   matmul_params = cfg.num_layers * _layer_matmul_params(cfg) + cfg.d_model * cfg.vocab_size
-  if cfg.arch == 'encoder':
+  if options.ARCHITECTURES[cfg.arch].masked_lm_head:
     matmul_params += cfg.d_model * cfg.d_model  # the masked-LM head's transform
   attention = 12 * cfg.num_layers * seq_len * cfg.num_heads * cfg.head_dim
   return 6.0 * matmul_params + attention

@@ -14,6 +14,7 @@ import sys
 from llmjax import runs
 from llmjax.eval import registry, runner
 from llmjax.eval.tasks import TaskError
+from llmjax.model import options
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
     if args.max_examples is not None and args.max_examples < 1:
       raise TaskError(f'--max_examples must be >= 1, got {args.max_examples}')
     run = runs.RunFolder(args.workdir)
-    if run.model_cfg.arch != 'decoder':
+    if not options.ARCHITECTURES[run.model_cfg.arch].causal:
       raise TaskError(f'{args.workdir} holds a model.arch={run.model_cfg.arch!r} model; the '
                       f'tasks score continuations with a decoder (encoders: not yet)')
     task_list = registry.resolve_all(args.tasks, run.experiment.data,

@@ -13,6 +13,7 @@ import numpy as np
 from llmjax import runs
 from llmjax.convert import hf
 from llmjax.generate import GenerationOutput, stream
+from llmjax.model import options
 
 
 def _print_stream(outputs: Iterator[GenerationOutput], tokenizer, prompt: np.ndarray) -> None:
@@ -49,7 +50,7 @@ def _load(args) -> tuple[object, object, list[int]]:
   """(model, tokenizer, tokens that precede the prompt)."""
   if args.workdir:
     run = runs.RunFolder(args.workdir)
-    if run.model_cfg.arch != 'decoder':
+    if not options.ARCHITECTURES[run.model_cfg.arch].causal:
       raise ValueError(f'{args.workdir} holds a model.arch={run.model_cfg.arch!r} model, '
                        f'which does not generate text; generation needs a decoder')
     tokenizer = run.tokenizer  # config.json, then the checkpoint: both before any build

@@ -1,5 +1,5 @@
-"""The model's option registries: one entry per MLP kind, norm, position scheme, rope
-scaling and remat policy.
+"""The model's option registries: one entry per architecture, MLP kind, norm, position
+scheme, rope scaling and remat policy.
 
 Everything that depends on an option reads its entry here, never its name: validation
 (`configs.build`), the layers, the parameter and FLOP counter (`flops.py`), Hugging Face
@@ -50,15 +50,17 @@ MLPS: dict[str, MlpKind] = {
     'gelu_exact': MlpKind(_gelu_erf, gated=False, hf_activations=('gelu',)),  # BERT
 }
 
+
 @dataclasses.dataclass(frozen=True)
 class ArchKind:
   causal: bool  # a token sees only earlier tokens of its segment (else its whole segment)
   objectives: tuple[str, ...]  # the data objectives it trains on (data.objective)
+  masked_lm_head: bool  # BERT's transform (D x D, activation, norm) and vocabulary bias
 
 
 ARCHITECTURES: dict[str, ArchKind] = {
-    'decoder': ArchKind(causal=True, objectives=('lm',)),  # GPT-2, Llama: next-token LM
-    'encoder': ArchKind(causal=False, objectives=('mlm',)),  # BERT: masked LM
+    'decoder': ArchKind(causal=True, objectives=('lm',), masked_lm_head=False),  # GPT-2, Llama
+    'encoder': ArchKind(causal=False, objectives=('mlm',), masked_lm_head=True),  # BERT
 }
 
 # Where each block normalizes: 'pre' (GPT-2, Llama: x + f(norm(x)), a final norm after the

@@ -12,6 +12,7 @@ from llmjax.model import parametrization as pz
 from llmjax.model.attention import Attention, KVCache, attention_mask, cache_mask
 from llmjax.model.config import ModelConfig
 
+
 class Block(nnx.Module):
   """Pre-norm: x + b * Attn(Norm(x)), then x + b * Mlp(Norm(x)); post-norm (BERT):
   Norm(x + b * Attn(x)), then Norm(x + b * Mlp(x)). b is the parametrization's branch
@@ -88,7 +89,7 @@ class Transformer(nnx.Module):
       self.embed_norm = layers.Norm(cfg, cfg.d_model)
     if cfg.norm_position == 'pre':  # post-norm blocks end normalized
       self.final_norm = layers.Norm(cfg, cfg.d_model)
-    if cfg.arch == 'encoder':
+    if options.ARCHITECTURES[cfg.arch].masked_lm_head:
       self.mlm_head = layers.MaskedLMHead(cfg, rngs)
     if not cfg.tie_embeddings:
       self.unembed = layers.param(cfg, rngs, (cfg.d_model, cfg.vocab_size),
@@ -173,7 +174,8 @@ class Transformer(nnx.Module):
     cfg = self.cfg
     if cfg.norm_position == 'pre':
       x = self.final_norm(x)
-    if cfg.arch == 'encoder':
+    mlm_head = options.ARCHITECTURES[cfg.arch].masked_lm_head
+    if mlm_head:
       x = self.mlm_head(x)
     if cfg.tie_embeddings:
       logits = self.embed.attend(x)
@@ -182,7 +184,7 @@ class Transformer(nnx.Module):
                           preferred_element_type=jnp.float32)
     logits = sharding.constrain(logits, ('batch', 'length', 'act_vocab'))
     logits = logits.astype(jnp.float32)
-    if cfg.arch == 'encoder':
+    if mlm_head:
       logits = logits + self.mlm_head.bias[...].astype(jnp.float32)
     if self.logit_mult != 1.0:
       logits = logits * self.logit_mult
