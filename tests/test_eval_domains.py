@@ -125,8 +125,8 @@ TASKS = {  # eval.tasks, eval.tasks_every
     'synthetic': (('synthetic_chain',), 0), 'pystdlib': (('code_next_line', 'code_classify'), 2)}
 
 
-@pytest.mark.parametrize('run', [
-    'synthetic', pytest.param('pystdlib', marks=pytest.mark.slow)])  # its full split: ~20 s
+@pytest.mark.slow  # a training run with tasks and domains: ~30 s of CPU
+@pytest.mark.parametrize('run', ['synthetic', 'pystdlib'])
 def test_a_run_reports_each_domain_in_metrics_and_the_results_table(tmp_path, run):
   source, entries = RUNS[run]
   config = _base_config()
