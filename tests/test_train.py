@@ -73,6 +73,8 @@ def test_throughput_is_not_skewed_by_evaluations_and_saves(tmp_path):
   train = [r for r in records if 'tokens_per_s' in r][2:]
   rates = np.array([r['tokens_per_s'] for r in train])
   median = np.median(rates)
-  assert np.all(rates < 2 * median) and np.all(rates > median / 2), rates
+  # The defect inflates a rate (one step's tokens over a sliver of time): within 2x above;
+  # below, a loaded machine slows single steps, so 3x.
+  assert np.all(rates < 2 * median) and np.all(rates > median / 3), rates
   goodput = train[-1]['goodput_tokens_per_s']
   assert 0 < goodput < median  # the evaluations and saves cost wall time
