@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from flax import nnx
 
+from llmjax.model import options
 from llmjax.model.attention import attention_mask
 from llmjax.model.transformer import Transformer
 
@@ -33,7 +34,7 @@ class Trace:
 @functools.partial(jax.jit, static_argnames='graphdef')
 def _trace(graphdef, params, tokens, positions, segment_ids) -> Trace:
   model = nnx.merge(graphdef, params)
-  mask = attention_mask(segment_ids)
+  mask = attention_mask(segment_ids, options.ARCHITECTURES[model.cfg.arch].causal)
   x = model.embed_tokens(tokens, positions)
   block_graph, stacked = nnx.split(model.blocks)
   residuals, mids, probs = [x], [], []
@@ -42,7 +43,7 @@ def _trace(graphdef, params, tokens, positions, segment_ids) -> Trace:
     # The block's own public steps, the ones its __call__ makes, so the trace cannot
     # drift from the model (parametrization multipliers included): the tests compare it
     # with model(tokens).
-    probs.append(block.attn.probs(block.attn_norm(x), positions, mask))
+    probs.append(block.attention_probs(x, positions, mask))
     x = block.attend(x, positions, mask)
     mids.append(x)
     x = block.feed_forward(x)
@@ -89,8 +90,9 @@ def _lens(graphdef, params, residuals):
 
 
 def lens_logits(model: Transformer, residuals: jax.Array) -> jax.Array:
-  """Each layer's residual stream ((L+1) B T D) decoded through the final norm and the
-  output head: (L+1) B T V float32 logits. The last layer's are the model's logits."""
+  """Each layer's residual stream ((L+1) B T D) decoded as the model decodes its last one
+  (a pre-norm model's final norm, an encoder's masked-LM transform, the output head):
+  (L+1) B T V float32 logits. The last layer's are the model's logits."""
   graphdef, params = nnx.split(model)
   return _lens(graphdef, params, residuals)
 

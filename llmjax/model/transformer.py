@@ -39,6 +39,10 @@ class Block(nnx.Module):
     h = self.attn(self._branch_input(x, self.attn_norm), positions, mask)
     return self._add(x, layers.dropout(h, self.dropout_rate, dropout_key), self.attn_norm)
 
+  def attention_probs(self, x, positions, mask):  # BTD -> BNTS float32
+    """The attention probabilities this block's attention branch uses on stream x."""
+    return self.attn.probs(self._branch_input(x, self.attn_norm), positions, mask)
+
   def feed_forward(self, x, dropout_key=None):  # BTD -> BTD
     """The stream after this block's MLP branch."""
     h = self.mlp(self._branch_input(x, self.mlp_norm))
