@@ -14,6 +14,8 @@ from safetensors.numpy import load_file, save_file
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
+import hf_reference  # noqa: E402
+
 from llmjax import configs, runs, train, warmstart  # noqa: E402
 from llmjax.convert import hf, hf_config  # noqa: E402
 from llmjax.convert.__main__ import main as convert_main  # noqa: E402
@@ -33,22 +35,9 @@ GPT2 = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=64, bo
 
 
 def _hf_model(kind: str, **overrides):
-  """A tiny random transformers model in float32, every parameter perturbed (norms at 1
-  and biases at 0, as initialized, would hide a misplaced norm or bias)."""
-  torch.manual_seed(0)
   if kind == 'gpt2':
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**{**GPT2, **overrides}))
-  else:
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**LLAMA, **overrides}))
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.05 * torch.randn_like(p))
-  return model.eval()
-
-
-def _hf_logits(model, tokens) -> np.ndarray:
-  with torch.no_grad():
-    return model(torch.tensor(tokens)).logits.numpy()
+    return hf_reference.random_model(transformers.GPT2Config(**{**GPT2, **overrides}))
+  return hf_reference.random_model(transformers.LlamaConfig(**{**LLAMA, **overrides}))
 
 
 def _write_tokenizer(path, size: int) -> None:
@@ -80,7 +69,7 @@ _OTHER_GATED = [name for name, k in options.MLPS.items() if k.gated and name != 
     ids=['gpt2', 'llama-gqa-untied', 'llama-tied', *[f'llama-{n}' for n in _OTHER_GATED]])
 def test_import_and_export_give_the_logits_of_transformers(tmp_path, kind, overrides):
   reference, folder = _saved(tmp_path, kind, **overrides)
-  expected = _hf_logits(reference, TOKENS)
+  expected = hf_reference.logits(reference, TOKENS)
   model, tokenizer = hf.load_hf(folder)
   assert tokenizer is None  # the folder has no tokenizer.json
   assert model.cfg.tie_embeddings == (kind == 'gpt2' or overrides.get('tie_word_embeddings', False))
@@ -94,7 +83,7 @@ def test_import_and_export_give_the_logits_of_transformers(tmp_path, kind, overr
                                                                      output_loading_info=True)
   assert type(reloaded) is type(reference)
   assert not (info['missing_keys'] or info['unexpected_keys'] or info['mismatched_keys'])
-  np.testing.assert_allclose(_hf_logits(reloaded.eval(), TOKENS), expected, atol=1e-4)
+  np.testing.assert_allclose(hf_reference.logits(reloaded.eval(), TOKENS), expected, atol=1e-4)
 
 
 def test_hub_layouts_import_too(tmp_path):
@@ -115,7 +104,7 @@ def test_hub_layouts_import_too(tmp_path):
   (folder / 'model.safetensors.index.json').write_text(json.dumps({'weight_map': weight_map}))
   model, _ = hf.load_hf(folder)
   np.testing.assert_allclose(np.asarray(model(jax.numpy.asarray(TOKENS))),
-                             _hf_logits(reference, TOKENS), atol=1e-4)
+                             hf_reference.logits(reference, TOKENS), atol=1e-4)
 
   head_file = weight_map['lm_head.weight']
   save_file({n: tensors[n] + (n == 'lm_head.weight') for n in shards[head_file]},
@@ -175,7 +164,7 @@ def test_command_line_round_trip(tmp_path, capsys):
   out = tmp_path / 'exported'
   assert convert_main(['llmjax-to-hf', '--workdir', str(run), '--out', str(out)]) == 0
   reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
-  np.testing.assert_allclose(_hf_logits(reloaded, TOKENS), _hf_logits(reference, TOKENS),
+  np.testing.assert_allclose(hf_reference.logits(reloaded, TOKENS), hf_reference.logits(reference, TOKENS),
                              atol=1e-4)
   assert (out / 'tokenizer.json').read_text() == (folder / 'tokenizer.json').read_text()
   assert json.loads((out / 'config.json').read_text())['eos_token_id'] == VOCAB - 1
@@ -218,7 +207,7 @@ def test_warm_start_from_a_hugging_face_folder(tmp_path, capsys):
   batch = next(iter(pipeline.train_dataset(pipeline.load(exp.data), exp.data)))['batch']
   # One whole document per row (positions 0..15, every target counted): HF sees the same.
   assert (batch['positions'] == np.arange(16)).all() and (batch['weights'] == 1).all()
-  logits = torch.tensor(_hf_logits(reference, batch['inputs'])).reshape(-1, VOCAB)
+  logits = torch.tensor(hf_reference.logits(reference, batch['inputs'])).reshape(-1, VOCAB)
   targets = torch.tensor(batch['targets']).long().reshape(-1)
   hf_loss = float(torch.nn.functional.cross_entropy(logits, targets))
   train.run(exp, tmp_path / 'run', configs.as_dict(exp))
@@ -362,7 +351,7 @@ def test_a_mup_model_exports_with_its_multipliers_folded(tmp_path, cfg, parametr
   assert np.abs(expected - sp_logits).max() > 1e-2  # the multipliers matter here
   out = hf.save_hf(model, tmp_path / 'exported')
   reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
-  np.testing.assert_allclose(_hf_logits(reloaded, TOKENS[:, :12]), expected, atol=1e-4)
+  np.testing.assert_allclose(hf_reference.logits(reloaded, TOKENS[:, :12]), expected, atol=1e-4)
 
 
 def test_a_multiplier_that_cannot_be_folded_is_named(tmp_path):

@@ -11,6 +11,8 @@ import pytest
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
+import hf_reference  # noqa: E402
+
 from llmjax import flops  # noqa: E402
 from llmjax.convert import hf, hf_config  # noqa: E402
 from llmjax.model.config import ModelConfig, from_preset  # noqa: E402
@@ -37,20 +39,8 @@ CASES = {
 
 
 def _hf_model(prefix: str, overrides: dict):
-  """A random transformers model, every parameter perturbed away from its init (norms at 1
-  and biases at 0 would hide a misplaced norm or bias)."""
-  torch.manual_seed(0)
   config = getattr(transformers, f'{prefix}Config')(**{**SHAPE, **overrides})
-  model = getattr(transformers, f'{prefix}ForCausalLM')(config)
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.05 * torch.randn_like(p))
-  return model.eval()
-
-
-def _hf_logits(model, tokens) -> np.ndarray:
-  with torch.no_grad():
-    return model(torch.tensor(tokens)).logits.numpy()
+  return hf_reference.random_model(config)
 
 
 @pytest.mark.parametrize('case', CASES)
@@ -58,7 +48,7 @@ def test_families_give_the_logits_of_transformers(tmp_path, case):
   prefix, overrides = CASES[case]
   reference = _hf_model(prefix, overrides)
   reference.save_pretrained(tmp_path / 'hf', safe_serialization=True)
-  expected = _hf_logits(reference, TOKENS)
+  expected = hf_reference.logits(reference, TOKENS)
   model, _ = hf.load_hf(tmp_path / 'hf')
   cfg = model.cfg
   assert (cfg.qkv_bias, cfg.use_bias) == (prefix == 'Qwen2', False)
@@ -72,7 +62,7 @@ def test_families_give_the_logits_of_transformers(tmp_path, case):
                                                                      output_loading_info=True)
   assert type(reloaded) is type(reference)
   assert not (info['missing_keys'] or info['unexpected_keys'] or info['mismatched_keys'])
-  np.testing.assert_allclose(_hf_logits(reloaded.eval(), TOKENS), expected, atol=1e-4)
+  np.testing.assert_allclose(hf_reference.logits(reloaded.eval(), TOKENS), expected, atol=1e-4)
   assert hf_config.architecture_mismatch(cfg, hf.load_hf(out)[0].cfg) == []
 
 
@@ -81,7 +71,7 @@ def test_rope_scaling_changes_the_function():
   (rope_scaling='none' keeps llmjax's own golden values: tests/test_model.py.)"""
   scaled = _hf_model('Llama', dict(rope_parameters=LLAMA3_ROPE))
   plain = _hf_model('Llama', dict(rope_parameters=dict(rope_type='default', rope_theta=5000.0)))
-  assert np.abs(_hf_logits(scaled, TOKENS) - _hf_logits(plain, TOKENS)).max() > 1e-2
+  assert np.abs(hf_reference.logits(scaled, TOKENS) - hf_reference.logits(plain, TOKENS)).max() > 1e-2
 
 
 def test_export_family_is_chosen_and_checked(tmp_path):
@@ -130,8 +120,8 @@ def test_a_run_imported_from_mistral_exports_as_mistral(tmp_path, capsys):
     assert convert_main(['llmjax-to-hf', '--workdir', str(run), '--out', str(out), *args]) == 0
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
     assert reloaded.config.model_type == kind
-    np.testing.assert_allclose(_hf_logits(reloaded, TOKENS[:, :16]),
-                               _hf_logits(reference, TOKENS[:, :16]), atol=1e-4)
+    np.testing.assert_allclose(hf_reference.logits(reloaded, TOKENS[:, :16]),
+                               hf_reference.logits(reference, TOKENS[:, :16]), atol=1e-4)
   capsys.readouterr()
   assert convert_main(['llmjax-to-hf', '--workdir', str(run), '--out', str(tmp_path / 'q'),
                        '--family', 'qwen2']) == 2
