@@ -13,6 +13,8 @@ from safetensors.numpy import load_file, save_file
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
+import hf_reference  # noqa: E402
+
 from llmjax import checkpoint, step  # noqa: E402
 from llmjax.convert import check, hf, run_folder  # noqa: E402
 from llmjax.model.config import ModelConfig  # noqa: E402
@@ -26,12 +28,8 @@ QWEN2 = dict(vocab_size=97, hidden_size=36, intermediate_size=50, num_hidden_lay
 
 @pytest.fixture
 def folder(tmp_path):
-  torch.manual_seed(0)
-  model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**QWEN2))
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.05 * torch.randn_like(p))
-  model.eval().save_pretrained(tmp_path / 'hf', safe_serialization=True)
+  model = hf_reference.random_model(transformers.Qwen2Config(**QWEN2))
+  model.save_pretrained(tmp_path / 'hf', safe_serialization=True)
   return tmp_path / 'hf'
 
 

@@ -312,19 +312,17 @@ def test_greedy_equals_hugging_face_generate(tmp_path, kind, capsys):
   torch = pytest.importorskip('torch')
   transformers = pytest.importorskip('transformers')
   hf = pytest.importorskip('llmjax.convert.hf')
-  torch.manual_seed(0)
+  hf_reference = pytest.importorskip('hf_reference')
   if kind == 'gpt2':
-    reference = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        n_layer=2, n_embd=32, n_head=4, vocab_size=128, n_positions=64))
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=128,
+                                     n_positions=64)
   else:  # GQA, untied
-    reference = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+    config = transformers.LlamaConfig(
         vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-        tie_word_embeddings=False))
-  with torch.no_grad():  # away from the initial norms at 1 and biases at 0
-    for p in reference.parameters():
-      p.add_(0.05 * torch.randn_like(p))
-  reference.eval().save_pretrained(tmp_path / kind, safe_serialization=True)
+        tie_word_embeddings=False)
+  reference = hf_reference.random_model(config)
+  reference.save_pretrained(tmp_path / kind, safe_serialization=True)
   reference.generation_config.eos_token_id = None  # compare all 10 tokens
   model, _ = hf.load_hf(tmp_path / kind)
   prompts = np.random.default_rng(1).integers(0, 128, (2, 7))
