@@ -184,11 +184,15 @@ def jit_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg
 
 
 def eval_step(params: nnx.State, batch: dict, *, graphdef: nnx.GraphDef) -> dict:
-  """Sums of NLL and of target weights over a batch (sums so batches add up exactly)."""
+  """Sums over a batch's predicted tokens (sums, so batches add up exactly): NLL, target
+  weight, and the weight of tokens whose top prediction is the target (next tokens for lm,
+  masked tokens for mlm)."""
   model = nnx.merge(graphdef, params)
   logits = model(batch['inputs'], batch['positions'], batch['segment_ids'])
   nll, _ = cross_entropy(logits, batch['targets'], batch['weights'], 0.0)
-  return {'nll': nll, 'weight': batch['weights'].sum()}
+  hits = jnp.argmax(logits, axis=-1) == batch['targets']
+  return {'nll': nll, 'weight': batch['weights'].sum(),
+          'correct': jnp.sum(jnp.where(hits, batch['weights'], 0.0))}
 
 
 def jit_eval_step(graphdef: nnx.GraphDef, param_shardings, batch_sharding):

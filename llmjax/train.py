@@ -177,7 +177,8 @@ class NonFiniteGuard:
 
 
 class Evaluator:
-  """Held-out loss in nats per token, and bits per byte of the predicted text.
+  """Held-out loss in nats per token, bits per byte of the predicted text, and top-1
+  accuracy of the predicted tokens (for mlm: masked-token accuracy).
 
   Bytes are the UTF-8 length of each predicted token (pipeline stats), so bits
   per byte compares across tokenizers.
@@ -189,16 +190,18 @@ class Evaluator:
 
   def __call__(self, params, max_batches: int = -1) -> dict[str, float]:
     batches = self.batches if max_batches < 0 else self.batches[:max_batches]
-    nll, weight = 0.0, 0.0
+    sums = {'nll': 0.0, 'weight': 0.0, 'correct': 0.0}
     for item in batches:
       out = self.eval_fn(params, device_batch(item['batch'], self.batch_sharding))
       # At most two batches in flight, as in training: with the whole split queued
       # at once, multi-process CPU collectives (gloo) deadlock.
-      jax.block_until_ready(nll)
-      nll, weight = nll + out['nll'], weight + out['weight']  # stays on device until the end
+      jax.block_until_ready(sums['nll'])
+      sums = {key: total + out[key] for key, total in sums.items()}  # on device until the end
+    nll, weight = float(sums['nll']), max(float(sums['weight']), 1.0)
     num_bytes = max(sum(item['stats']['bytes'] for item in batches), 1)
-    return {f'{self.prefix}/loss': float(nll) / max(float(weight), 1.0),
-            f'{self.prefix}/bits_per_byte': float(nll) / math.log(2) / num_bytes}
+    return {f'{self.prefix}/loss': nll / weight,
+            f'{self.prefix}/bits_per_byte': nll / math.log(2) / num_bytes,
+            f'{self.prefix}/accuracy': float(sums['correct']) / weight}
 
 
 class Preemption:
