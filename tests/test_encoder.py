@@ -15,7 +15,7 @@ import pytest
 from flax import nnx
 
 from conftest import CFG, one_train_step, text_corpus
-from llmjax import configs, flops
+from llmjax import configs, flops, step, train
 from llmjax.data import pipeline
 from llmjax.model import options
 from llmjax.model.transformer import Transformer
@@ -119,6 +119,25 @@ def test_masked_rows_predict_the_original_tokens_at_selected_positions_only():
   eot = batch['targets'] == 256  # unshifted (inputs = targets above): a document's own start
   assert eot.any() and not selected[eot].any(), 'end-of-text was selected'
   assert not np.array_equal(batch['inputs'], _mlm_batches(seed=1)[0]['inputs'])
+
+
+def test_eval_accuracy_is_masked_token_accuracy(tiny_cfg):
+  model = _model(tiny_cfg, **BERT)
+  graphdef, params = nnx.split(model)
+  batches = _mlm_batches(count=2)
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  evaluate = train.Evaluator(step.jit_eval_step(graphdef, None, sharding),
+                             [{'batch': b, 'stats': {'bytes': 1}} for b in batches], sharding)
+  top = [np.asarray(model(b['inputs'], b['positions'], b['segment_ids'])).argmax(-1)
+         for b in batches]
+  hits = sum(((t == b['targets']) * b['weights']).sum() for t, b in zip(top, batches))
+  expected = hits / sum(b['weights'].sum() for b in batches)
+  assert 0 <= expected < 0.5  # an untrained model: far from the copy of unselected tokens
+  np.testing.assert_allclose(evaluate(params)['eval/accuracy'], expected, rtol=1e-6)
+  # Tokens the objective did not select never count, whatever the model predicts there.
+  for t, b in zip(top, batches):
+    b['targets'] = np.where(b['weights'] > 0, b['targets'], t)
+  np.testing.assert_allclose(evaluate(params)['eval/accuracy'], expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize('changes, message', [
