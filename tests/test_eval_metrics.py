@@ -22,6 +22,9 @@ def test_two_choice_acc_and_acc_norm_by_hand():
   np.testing.assert_allclose(out['gold_prob'], [1 / (1 + np.exp(0.5)), 1 / (1 + np.exp(-3.5))])
   summary = metrics.multiple_choice(lls, [1, 0], lengths)
   assert summary['acc'] == 0.5 and summary['acc_norm'] == 1.0 and summary['acc_norm_stderr'] == 0
+  # The task loss: the gold choice's negative log-likelihood per character.
+  np.testing.assert_allclose(out['nll'], [1.5 / 6, 0.5 / 2])
+  assert summary['nll'] == pytest.approx((1.5 / 6 + 0.5 / 2) / 2)
 
 
 def test_bootstrap_stderr_is_seeded_and_near_the_binomial():

@@ -38,7 +38,7 @@ def test_multiple_choice_scores_each_choice_after_its_context(model):
          for e in task.examples]
   expected = metrics.multiple_choice(lls, [0] * 6, [np.array([len(c) for c in e['choices']])
                                                     for e in task.examples])
-  for key in ('acc', 'acc_norm', 'gold_prob', 'acc_stderr'):
+  for key in ('acc', 'acc_norm', 'gold_prob', 'acc_stderr', 'nll'):
     assert out[key] == pytest.approx(expected[key], abs=1e-6), key
   assert out['num_examples'] == 6 and out['chance']['acc'] == pytest.approx(1 / 3)
   assert 'ceiling' not in out
@@ -83,6 +83,10 @@ def test_generate_decodes_greedily_and_cuts_at_the_stop_string(model):
   assert all(f.startswith(c) for f, c in zip(free, cut))
   out = runner.evaluate_task(Task('g', 'generate', examples, max_new_tokens=8), model, TOKENIZER)
   assert {'exact_match', 'token_f1', 'rouge1', 'rougeL', 'bleu', 'chrf'} <= set(out)
+  # The task loss: the target's negative log-likelihood after its context, per character.
+  sums = scorer.Scorer(model).loglikelihood([(encode(e['context']), TOKENIZER.encode('x'))
+                                             for e in examples]).sums
+  assert out['nll'] == pytest.approx(-np.mean(sums), abs=1e-6)
 
 
 def test_classify_and_retrieve(model):
@@ -116,3 +120,20 @@ def test_results_merge_into_the_step_file(tmp_path):
   runner.write_results(tmp_path, 12, {'a': {'acc': 0.75}})
   assert runner.read_results(tmp_path) == {7: {'a': {'acc': 0.5}, 'b': {'acc': 0.25}},
                                            12: {'a': {'acc': 0.75}}}
+
+
+def test_a_task_with_several_domains_reports_each(model):
+  task = mc_task()
+  examples = tuple({**e, 'domain': 'even' if i % 2 == 0 else 'odd'}
+                   for i, e in enumerate(task.examples))
+  split = runner.evaluate_task(Task('sums', 'multiple_choice', examples), model, TOKENIZER)
+  whole = runner.evaluate_task(task, model, TOKENIZER)
+  assert 'domains' not in whole  # one domain: nothing to split
+  assert list(split['domains']) == ['even', 'odd']
+  for domain, keep in (('even', [0, 2, 4]), ('odd', [1, 3, 5])):
+    alone = runner.evaluate_task(Task('d', 'multiple_choice', tuple(examples[i] for i in keep)),
+                                 model, TOKENIZER)
+    for key in ('acc', 'acc_norm', 'gold_prob', 'nll', 'num_examples'):
+      assert split['domains'][domain][key] == pytest.approx(alone[key], abs=1e-6), key
+  assert split['acc'] == pytest.approx(np.mean([split['domains'][d]['acc'] for d in
+                                                ('even', 'odd')]))

@@ -36,18 +36,27 @@ def _cell(value) -> str:
   return '' if value is None else f'{value:.4g}'
 
 
+def _rows(name: str, out: dict) -> list[str]:
+  lines = []
+  for metric, value in out.items():
+    if metric.endswith('_stderr') or not isinstance(value, float):
+      continue
+    lines.append(f'{name:<24} {metric:<12} {_cell(value):>9} '
+                 f'{_cell(out.get(metric + "_stderr")):>9} '
+                 f'{_cell(out["chance"].get(metric)):>9} '
+                 f'{_cell(out.get("ceiling", {}).get(metric)):>9}  {out["num_examples"]}')
+  return lines
+
+
 def format_table(results: dict) -> str:
-  """One line per task and metric: value, standard error, chance, ceiling."""
+  """One line per task and metric: value, standard error, chance, ceiling; then the same
+  per domain (as NAME/DOMAIN) for a task with examples from several."""
   lines = [f'{"task":<24} {"metric":<12} {"value":>9} {"stderr":>9} {"chance":>9} '
            f'{"ceiling":>9}  n']
   for name, out in results.items():
-    for metric, value in out.items():
-      if metric.endswith('_stderr') or not isinstance(value, float):
-        continue
-      lines.append(f'{name:<24} {metric:<12} {_cell(value):>9} '
-                   f'{_cell(out.get(metric + "_stderr")):>9} '
-                   f'{_cell(out["chance"].get(metric)):>9} '
-                   f'{_cell(out.get("ceiling", {}).get(metric)):>9}  {out["num_examples"]}')
+    lines += _rows(name, out)
+    for domain, domain_out in out.get('domains', {}).items():
+      lines += _rows(f'{name}/{domain or "none"}', domain_out)
   return '\n'.join(lines)
 
 

@@ -1,6 +1,7 @@
 """Downstream tasks scored while a run trains (`eval.tasks`, every `eval.tasks_every` steps
 and at the last): the same tasks, scorer and RUN/eval/STEP.json as `python -m llmjax.eval`,
-and each metric also in metrics.jsonl as `task/NAME/METRIC` (with `_stderr`), so sweep
+and each metric also in metrics.jsonl as `task/NAME/METRIC` (with `_stderr`, `_chance`,
+`_ceiling`, and per domain `task/NAME/DOMAIN/METRIC`), so sweep
 tables and plots read task metrics like the losses."""
 
 import pathlib
@@ -24,11 +25,25 @@ def resolve(eval_cfg, data_cfg, seed: int) -> list[Task]:
 
 
 def scalars(results: dict) -> dict[str, float]:
-  """{task: {metric: value, ...}} -> {'task/NAME/METRIC': value} for the metrics and their
-  standard errors (chance, ceiling and counts stay in eval/STEP.json)."""
-  return {f'{PREFIX}/{name}/{metric}': float(value)
-          for name, values in results.items() for metric, value in values.items()
-          if isinstance(value, int | float) and metric != 'num_examples'}
+  """{task: {metric: value, ...}} -> {'task/NAME/METRIC': value} for the metrics, their
+  standard errors, and their chance and ceiling values (`METRIC_chance`, `METRIC_ceiling`:
+  the scaling report's at-chance test reads them from the results table); a task's
+  per-domain results as 'task/NAME/DOMAIN/METRIC'. Counts stay in eval/STEP.json."""
+  out = {}
+  for name, values in results.items():
+    out.update(_task_scalars(f'{PREFIX}/{name}', values))
+    for domain, domain_values in values.get('domains', {}).items():
+      out.update(_task_scalars(f'{PREFIX}/{name}/{domain or "none"}', domain_values))
+  return out
+
+
+def _task_scalars(prefix: str, values: dict) -> dict[str, float]:
+  out = {f'{prefix}/{metric}': float(value) for metric, value in values.items()
+         if isinstance(value, int | float) and metric != 'num_examples'}
+  for bound in ('chance', 'ceiling'):
+    out.update({f'{prefix}/{metric}_{bound}': float(value)
+                for metric, value in (values.get(bound) or {}).items()})
+  return out
 
 
 class TaskEvaluator:

@@ -57,35 +57,39 @@ def choice_metrics(loglikelihoods: Sequence[np.ndarray], golds: Sequence[int],
   total log-likelihood; acc_norm divides each choice's log-likelihood by its length in
   characters (`len(choice)` of the choice string) before the argmax. gold_prob is the
   softmax over the choices' total log-likelihoods at the gold one: a continuous metric.
+  With lengths, nll is the task loss of arXiv 2412.04403: the gold continuation's negative
+  log-likelihood per unit of its length (nats per character, or per token for token ids).
   Ties go to the first choice, as np.argmax breaks them.
   """
-  acc, acc_norm, gold_prob = [], [], []
+  acc, acc_norm, gold_prob, nll = [], [], [], []
   for i, (lls, gold) in enumerate(zip(loglikelihoods, golds)):
     lls = np.asarray(lls, np.float64)
     acc.append(float(np.argmax(lls) == gold))
     if lengths is not None:
       acc_norm.append(float(np.argmax(lls / np.asarray(lengths[i], np.float64)) == gold))
+      nll.append(-lls[gold] / max(float(lengths[i][gold]), 1.0))
     probs = np.exp(lls - lls.max())
     gold_prob.append(probs[gold] / probs.sum())
   out = {'acc': np.array(acc), 'gold_prob': np.array(gold_prob)}
   if lengths is not None:
-    out['acc_norm'] = np.array(acc_norm)
+    out['acc_norm'], out['nll'] = np.array(acc_norm), np.array(nll)
   return out
 
 
 def multiple_choice(loglikelihoods, golds, lengths, seed: int = 0) -> dict:
-  """acc, acc_norm, gold_prob (see choice_metrics) with standard errors."""
+  """acc, acc_norm, gold_prob, nll (see choice_metrics) with standard errors."""
   return summarize(choice_metrics(loglikelihoods, golds, lengths), n=len(golds), seed=seed)
 
 
-def classify(loglikelihoods, golds, seed: int = 0) -> dict:
+def classify(loglikelihoods, golds, lengths=None, seed: int = 0) -> dict:
   """Label-word likelihood classification: acc (the mean of argmax == gold, which is
   scikit-learn's accuracy_score), macro-F1 (scikit-learn's f1_score over the labels that
-  occur as gold or prediction) and gold_prob."""
+  occur as gold or prediction), gold_prob, and with the labels' lengths nll."""
   from sklearn import metrics as sk_metrics
   golds = np.asarray(golds)
   predictions = np.array([int(np.argmax(lls)) for lls in loglikelihoods])
-  per_example = choice_metrics(loglikelihoods, golds)  # acc: scikit-learn's accuracy_score
+  per_example = choice_metrics(loglikelihoods, golds, lengths)  # acc: sklearn's accuracy_score
+  per_example.pop('acc_norm', None)  # one label set for every example: acc_norm is acc
 
   def macro_f1(idx):
     return sk_metrics.f1_score(golds[idx], predictions[idx], average='macro', zero_division=0)
@@ -116,9 +120,11 @@ def token_f1(prediction: str, target: str) -> float:
 _ROUGE_TYPES = ('rouge1', 'rouge2', 'rougeL')
 
 
-def generate(predictions: Sequence[str], targets: Sequence[str], seed: int = 0) -> dict:
+def generate(predictions: Sequence[str], targets: Sequence[str], seed: int = 0,
+             target_nll: Sequence[float] | None = None) -> dict:
   """exact_match and token_f1 (SQuAD-normalized), ROUGE-1/2/L F-measures (rouge-score),
-  BLEU and chrF (sacrebleu corpus scores, 0-100)."""
+  BLEU and chrF (sacrebleu corpus scores, 0-100), and nll: `target_nll`'s mean (the
+  target's negative log-likelihood per character, the task loss), when given."""
   import sacrebleu
   from rouge_score import rouge_scorer
   rouge = rouge_scorer.RougeScorer(list(_ROUGE_TYPES))
@@ -128,6 +134,8 @@ def generate(predictions: Sequence[str], targets: Sequence[str], seed: int = 0) 
                                for p, t in zip(predictions, targets)], np.float64),
       'token_f1': np.array([token_f1(p, t) for p, t in zip(predictions, targets)]),
       **{kind: np.array([s[kind].fmeasure for s in scores]) for kind in _ROUGE_TYPES}}
+  if target_nll is not None:
+    per_example['nll'] = np.asarray(target_nll, np.float64)
   predictions, targets = list(predictions), list(targets)
 
   def corpus(score):

@@ -8,6 +8,7 @@ KV cache and cuts the text at the first stop string; retrieve ranks the document
 similarity of pooled hidden states.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -120,27 +121,79 @@ def chance(task: Task) -> dict:
   return {**known, **(task.chance or {})}
 
 
+def target_nll(task: Task, scorer: Scorer, tokenizer) -> list[float] | None:
+  """Per evaluated generate example: the target's negative log-likelihood after its context,
+  per character (the task loss the two-step law reads); None when a target encodes to no
+  tokens, since nothing is then scored."""
+  selected = tasks.selected(task)
+  targets = [tokenizer.encode(e['target']).tolist() for e in selected]
+  if not all(targets):
+    return None
+  contexts = [context_ids(task, e, i, tokenizer) for i, e in enumerate(selected)]
+  sums = scorer.loglikelihood(list(zip(contexts, targets))).sums
+  return [-ll / max(len(e['target']), 1) for ll, e in zip(sums, selected)]
+
+
+def _scores(task: Task, model, tokenizer, scorer: Scorer) -> dict:
+  """What the task's metrics are computed from, one entry per evaluated example."""
+  if task.kind in ('multiple_choice', 'classify'):
+    lls, golds, lengths = score_choices(task, scorer, tokenizer)
+    return {'lls': lls, 'golds': golds, 'lengths': lengths}
+  if task.kind == 'generate':
+    return {'predictions': generations(task, model, tokenizer),
+            'targets': [e['target'] for e in tasks.selected(task)],
+            'nll': target_nll(task, scorer, tokenizer)}
+  return {'similarity': retrieval_similarity(task, scorer, tokenizer),
+          'golds': [e['gold'] for e in tasks.selected(task)]}
+
+
+def _metrics(task: Task, scores: dict, keep: list[int], seed: int) -> dict:
+  """The task's metrics on the examples `keep` indexes."""
+  pick = lambda values: None if values is None else [values[i] for i in keep]
+  if task.kind == 'multiple_choice':
+    return metrics.multiple_choice(pick(scores['lls']), pick(scores['golds']),
+                                   pick(scores['lengths']), seed=seed)
+  if task.kind == 'classify':
+    return metrics.classify(pick(scores['lls']), pick(scores['golds']),
+                            pick(scores['lengths']), seed=seed)
+  if task.kind == 'generate':
+    return metrics.generate(pick(scores['predictions']), pick(scores['targets']), seed=seed,
+                            target_nll=pick(scores['nll']))
+  return metrics.retrieve(scores['similarity'][keep], pick(scores['golds']), seed=seed)
+
+
+def domains_of(task: Task) -> dict[str, list[int]]:
+  """{domain: indices of the evaluated examples from it}, in order of first appearance."""
+  found = {}
+  for index, example in enumerate(tasks.selected(task)):
+    found.setdefault(str(example.get('domain', '')), []).append(index)
+  return found
+
+
+def _summary(task: Task, out: dict, keep: list[int]) -> dict:
+  subset = dataclasses.replace(task, examples=tuple(tasks.selected(task)[i] for i in keep),
+                               max_examples=-1)
+  out['num_examples'] = len(keep)
+  out['chance'] = chance(subset)
+  if task.ceiling:
+    out['ceiling'] = dict(task.ceiling)
+  return out
+
+
 def evaluate_task(task: Task, model, tokenizer, *, scorer: Scorer | None = None,
                   seed: int = 0) -> dict:
   """{metric: value, metric_stderr: its bootstrap standard error, num_examples, chance,
-  ceiling (when the task knows it)} of one task."""
+  ceiling (when the task knows it)} of one task; with examples from more than one domain,
+  also 'domains': {domain: the same, on that domain's examples}."""
   tasks.validate(task)
   scorer = scorer or Scorer(model)
-  if task.kind == 'multiple_choice':
-    out = metrics.multiple_choice(*score_choices(task, scorer, tokenizer), seed=seed)
-  elif task.kind == 'classify':
-    lls, golds, _ = score_choices(task, scorer, tokenizer)
-    out = metrics.classify(lls, golds, seed=seed)
-  elif task.kind == 'generate':
-    targets = [e['target'] for e in tasks.selected(task)]
-    out = metrics.generate(generations(task, model, tokenizer), targets, seed=seed)
-  else:
-    golds = [e['gold'] for e in tasks.selected(task)]
-    out = metrics.retrieve(retrieval_similarity(task, scorer, tokenizer), golds, seed=seed)
-  out['num_examples'] = len(tasks.selected(task))
-  out['chance'] = chance(task)
-  if task.ceiling:
-    out['ceiling'] = dict(task.ceiling)
+  scores = _scores(task, model, tokenizer, scorer)
+  everything = list(range(len(tasks.selected(task))))
+  out = _summary(task, _metrics(task, scores, everything, seed), everything)
+  by_domain = domains_of(task)
+  if len(by_domain) > 1:
+    out['domains'] = {domain: _summary(task, _metrics(task, scores, keep, seed), keep)
+                      for domain, keep in by_domain.items()}
   return out
 
 

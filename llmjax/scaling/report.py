@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
-from llmjax.scaling import diagnostics, fit, holdout, kaplan, plots
+from llmjax.scaling import diagnostics, downstream, downstream_plots, fit, holdout, kaplan, plots
 from llmjax.scaling.plots import (plot_fitted_vs_observed, plot_holdout, plot_isoflops,  # noqa: F401
                                   plot_loss_vs_compute, plot_optimal_allocation, plot_residuals,
                                   plot_single_laws)
@@ -122,9 +122,14 @@ def write_report(table_or_points, out_dir, *, params: str = 'N', loss: str = 'ev
     written.append(name)
   settings = {'loss': loss, 'params': params, 'bootstrap': bootstrap, 'seed': seed,
               'fix': dict(fix or {})}
-  (out / 'fit.json').write_text(json.dumps(_plain(_report_dict(fits, budgets, settings)),
+  # Task metrics (task/NAME/METRIC columns): the two-step law, its figures and section.
+  tasks, task_lines = downstream_plots.write(table_or_points, out, bootstrap=bootstrap,
+                                             seed=seed)
+  (out / 'fit.json').write_text(json.dumps(_plain({
+      **_report_dict(fits, budgets, settings), 'downstream': downstream.to_dict(tasks)}),
                                            indent=2))
-  (out / 'summary.md').write_text(summary_markdown(fits, budgets, settings, plots=written))
+  (out / 'summary.md').write_text(summary_markdown(fits, budgets, settings, plots=written) +
+                                  ''.join(line + '\n' for line in task_lines))
   return fits
 
 
