@@ -22,6 +22,8 @@ from ml_collections import config_dict, config_flags
 from llmjax import optim, profiler, sharding
 from llmjax.checkpoint import CheckpointConfig
 from llmjax.data import domains, pipeline, sources, synthetic
+from llmjax.finetune.config import TASKS as FINETUNE_TASKS
+from llmjax.finetune.config import TRUNCATIONS, FinetuneConfig
 from llmjax.metrics import MetricsConfig
 from llmjax.model import config as model_config
 from llmjax.model import options
@@ -59,6 +61,7 @@ class Experiment:
   metrics: MetricsConfig
   checkpoint: CheckpointConfig
   eval: EvalConfig = EvalConfig()
+  finetune: FinetuneConfig = FinetuneConfig()  # the task: lm, sft or classify
   init_from: str = ''  # warm start: another run's WORKDIR[:STEP], or hf:PATH
 
 
@@ -395,6 +398,7 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
                   f'known: {", ".join(parametrization.GROUPS)}')
   _check_parametrization(exp, errors)
   _check_eval(exp, errors)
+  _check_finetune(exp, errors)
   _check_mesh(exp, num_devices, errors)
 
 
@@ -454,6 +458,34 @@ def _check_eval(exp: Experiment, errors: list[str]) -> None:
   if e.tasks_max_examples == 0 or e.tasks_max_examples < -1:
     errors.append(f'config.eval.tasks_max_examples={e.tasks_max_examples} must be -1 '
                   f"(each task's own default) or positive")
+
+
+def _check_finetune(exp: Experiment, errors: list[str]) -> None:
+  f = exp.finetune
+  _choice(errors, 'finetune.task', f.task, FINETUNE_TASKS)
+  _choice(errors, 'finetune.truncate', f.truncate, TRUNCATIONS)
+  if f.task not in ('sft', 'classify'):
+    return
+  if not f.train_data.startswith(('builtin:', 'jsonl:')):
+    errors.append(f'config.finetune.train_data={f.train_data!r}: finetune.task={f.task} needs '
+                  f'builtin:NAME or jsonl:PATH')
+  if f.train_data.startswith('jsonl:') and not f.eval_data.startswith('jsonl:'):
+    errors.append(f'config.finetune.eval_data={f.eval_data!r}: JSONL training data needs a '
+                  f'held-out jsonl:PATH')
+  if exp.data.packing != 'first_fit':
+    errors.append(f'config.data.packing={exp.data.packing!r}: finetune.task={f.task} packs '
+                  f'whole examples; set data.packing=first_fit')
+  arch = options.ARCHITECTURES.get(exp.model.arch)
+  if f.task == 'sft' and arch and not arch.causal:
+    errors.append(f'config.finetune.task=sft needs a causal model; model.arch='
+                  f'{exp.model.arch!r} is not (use finetune.task=classify)')
+  builtin = f.train_data.startswith('builtin:')
+  if f.task == 'classify' and not builtin and not f.labels and f.num_labels < 2:
+    errors.append('config.finetune.task=classify needs finetune.labels (the declared label '
+                  'set) or finetune.num_labels >= 2')
+  if f.labels and f.num_labels and f.num_labels != len(f.labels):
+    errors.append(f'config.finetune.num_labels={f.num_labels} but finetune.labels has '
+                  f'{len(f.labels)} entries')
 
 
 def _check_parametrization(exp: Experiment, errors: list[str]) -> None:

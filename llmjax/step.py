@@ -89,6 +89,12 @@ def create_sharded_state(model_cfg: ModelConfig, tx: optax.GradientTransformatio
   return graphdef, state, shardings
 
 
+def output_logits(logits: jax.Array) -> jax.Array:
+  """The default output head: the model's logits as they are. A task may pass another
+  (llmjax.finetune: a classifier's label logits), applied before the loss."""
+  return logits
+
+
 def cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
                   z_loss: float) -> tuple[jax.Array, jax.Array]:
   """Weighted sums over tokens of (NLL, z-loss term); logits in float32."""
@@ -104,14 +110,15 @@ def _microbatches(batch: dict, num: int) -> dict:
                       batch)
 
 
-def _gradients(params, batch: dict, rng, *, graphdef, num_microbatches: int, z_loss: float):
+def _gradients(params, batch: dict, rng, *, graphdef, num_microbatches: int, z_loss: float,
+               head=output_logits):
   """(gradients, (summed NLL, summed z-loss)) of the loss averaged over the batch's tokens."""
   total_weight = jnp.maximum(batch['weights'].sum(), 1.0)
 
   def loss_fn(params, micro, key):
     model = nnx.merge(graphdef, params)
     logits = model(micro['inputs'], micro['positions'], micro['segment_ids'], dropout_key=key)
-    nll, zl = cross_entropy(logits, micro['targets'], micro['weights'], z_loss)
+    nll, zl = cross_entropy(head(logits), micro['targets'], micro['weights'], z_loss)
     return (nll + zl) / total_weight, (nll, zl)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -132,11 +139,11 @@ def _gradients(params, batch: dict, rng, *, graphdef, num_microbatches: int, z_l
 
 def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef,
                tx: optax.GradientTransformation, num_microbatches: int,
-               z_loss: float) -> tuple[TrainState, dict]:
+               z_loss: float, head=output_logits) -> tuple[TrainState, dict]:
   """One optimizer step on a global batch; pure, so it can be jitted and sharded."""
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   grads, (nll, zl) = _gradients(state.params, batch, rng, graphdef=graphdef,
-                                num_microbatches=num_microbatches, z_loss=z_loss)
+                                num_microbatches=num_microbatches, z_loss=z_loss, head=head)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=state.rng)
@@ -166,37 +173,38 @@ def with_nan_at_step(step_fn, nan_step: int):
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    cfg: TrainConfig):
+                    cfg: TrainConfig, head=output_logits):
   """The train step for `cfg`, with its test hooks (fault injection) wrapped around it."""
   step_fn = functools.partial(train_step, graphdef=graphdef, tx=tx,
-                              num_microbatches=cfg.microbatches, z_loss=cfg.z_loss)
+                              num_microbatches=cfg.microbatches, z_loss=cfg.z_loss, head=head)
   if cfg.inject_nan_at_step >= 0:
     step_fn = with_nan_at_step(step_fn, cfg.inject_nan_at_step)
   return step_fn
 
 
 def jit_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg: TrainConfig,
-                   state_shardings, batch_sharding):
+                   state_shardings, batch_sharding, head=output_logits):
   """The train step, jitted with explicit shardings; the old state's buffers are donated."""
-  return jax.jit(make_train_step(graphdef, tx, cfg), in_shardings=(state_shardings,
-                                                                    batch_sharding),
+  return jax.jit(make_train_step(graphdef, tx, cfg, head=head),
+                 in_shardings=(state_shardings, batch_sharding),
                  out_shardings=(state_shardings, None), donate_argnums=0)
 
 
-def eval_step(params: nnx.State, batch: dict, *, graphdef: nnx.GraphDef) -> dict:
+def eval_step(params: nnx.State, batch: dict, *, graphdef: nnx.GraphDef,
+              head=output_logits) -> dict:
   """Sums over a batch's predicted tokens (sums, so batches add up exactly): NLL, target
   weight, and the weight of tokens whose top prediction is the target (next tokens for lm,
   masked tokens for mlm)."""
   model = nnx.merge(graphdef, params)
-  logits = model(batch['inputs'], batch['positions'], batch['segment_ids'])
+  logits = head(model(batch['inputs'], batch['positions'], batch['segment_ids']))
   nll, _ = cross_entropy(logits, batch['targets'], batch['weights'], 0.0)
   hits = jnp.argmax(logits, axis=-1) == batch['targets']
   return {'nll': nll, 'weight': batch['weights'].sum(),
           'correct': jnp.sum(jnp.where(hits, batch['weights'], 0.0))}
 
 
-def jit_eval_step(graphdef: nnx.GraphDef, param_shardings, batch_sharding):
-  return jax.jit(functools.partial(eval_step, graphdef=graphdef),
+def jit_eval_step(graphdef: nnx.GraphDef, param_shardings, batch_sharding, head=output_logits):
+  return jax.jit(functools.partial(eval_step, graphdef=graphdef, head=head),
                  in_shardings=(param_shardings, batch_sharding))
 
 

@@ -27,6 +27,8 @@ from llmjax import (checkpoint, distributed, flops, generate, metrics, optim, pr
 from llmjax.data import domains, pipeline
 from llmjax.data.sources import Corpus, DataError
 from llmjax.eval import in_training
+from llmjax.finetune import report as finetune_report
+from llmjax.finetune import task as finetune_task
 from llmjax.step import (TrainConfig, TrainState, abstract_state, device_batch, init_state,
                          jit_eval_step, jit_train_step)
 
@@ -246,6 +248,8 @@ class Loop:
   ckpt: checkpoint.Checkpointer
   domain_evaluators: tuple[Evaluator, ...] = ()  # eval.domains, each under eval/NAME/
   tasks: in_training.TaskEvaluator | None = None  # eval.tasks, under task/NAME/
+  finetune: finetune_task.FinetuneTask | None = None  # finetune.task: lm, sft or classify
+  finetune_metrics: typing.Callable | None = None  # classify: eval/acc, eval/f1_macro
   trace: profiler.StepProfiler = dataclasses.field(  # metrics.profile_steps
       default_factory=lambda: profiler.StepProfiler('', pathlib.Path()))
 
@@ -253,6 +257,8 @@ class Loop:
     values = self.evaluate(self.state.params, max_batches)
     for evaluate in self.domain_evaluators:
       values.update(evaluate(self.state.params, max_batches))
+    if self.finetune_metrics is not None:
+      values.update(self.finetune_metrics(self.state.params))
     return values
 
 
@@ -263,7 +269,8 @@ def run(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict) -> dict
   folder's lock while it runs. Raises checkpoint.SaveError at the end if a save failed."""
   mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor,
                             dcn_data=exp.mesh.dcn_data)
-  data = pipeline.load(exp.data)
+  task = finetune_task.make(exp)  # lm: data.source; sft, classify: encoded examples
+  data = task.corpus
   eval_domains = domains.load(exp.eval.domains, exp.data)
   try:
     task_list = in_training.resolve(exp.eval, exp.data, exp.train.seed)
@@ -280,7 +287,8 @@ def run(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict) -> dict
     ckpt = checkpoint.Checkpointer(workdir, exp.checkpoint, exp.train.steps)
     try:
       with sharding.activation_rules(mesh, exp.mesh.rules):
-        last = _train(exp, workdir, resolved_config, data, ckpt, mesh, eval_domains, task_list)
+        last = _train(exp, workdir, resolved_config, data, ckpt, mesh, eval_domains, task_list,
+                      task)
     finally:
       ckpt.close()
   if ckpt.failed_saves:
@@ -290,7 +298,8 @@ def run(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict) -> dict
 
 def _train(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict, data: Corpus,
            ckpt: checkpoint.Checkpointer, mesh: jax.sharding.Mesh,
-           eval_domains: dict[str, Corpus], task_list: list) -> dict[str, float]:
+           eval_domains: dict[str, Corpus], task_list: list,
+           task: finetune_task.FinetuneTask) -> dict[str, float]:
   """Restores or initializes the state, trains, and finishes (summary and sample)."""
   tx, lr_schedule = optim.make(exp.optim, exp.model, exp.train.steps)
   rules = exp.mesh.rules
@@ -305,10 +314,11 @@ def _train(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict, data
   cursor = DataCursor(data, exp.data, rows)
   if restored is not None:
     cursor.restore(restored.data)
-  eval_fn = jit_eval_step(graphdef, shardings.params, batch_sharding)
+  eval_fn = jit_eval_step(graphdef, shardings.params, batch_sharding, head=task.head)
   loop = Loop(
       exp=exp, workdir=workdir, resolved_config=resolved_config, state=state,
-      step_fn=jit_train_step(graphdef, tx, exp.train, shardings, batch_sharding),
+      step_fn=jit_train_step(graphdef, tx, exp.train, shardings, batch_sharding,
+                             head=task.head),
       batch_sharding=batch_sharding, cursor=cursor,
       logger=StepLogger(exp, workdir, resolved_config, int(state.step), lr_schedule),
       guard=NonFiniteGuard(exp.train),
@@ -320,6 +330,9 @@ def _train(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict, data
       tasks=in_training.TaskEvaluator(task_list, graphdef, data.tokenizer, workdir,
                                       exp.eval.tasks_every, exp.train.steps, exp.train.seed),
       trace=profiler.StepProfiler(exp.metrics.profile_steps, workdir))
+  loop.finetune = task
+  loop.finetune_metrics = finetune_report.evaluator(task, graphdef, loop.evaluate.batches,
+                                                    batch_sharding, exp.train.seed)
   if jax.process_index() == 0:
     provenance.write(workdir, provenance.run_record(
         exp.model, loop.logger.peak, loop.logger.peak_source, int(state.step)))
@@ -405,7 +418,12 @@ def finish(loop: Loop, graphdef: nnx.GraphDef, tokenizer) -> None:
   unit = 'bits/token' if loop.exp.data.source.startswith('synthetic:') else 'bits/byte'
   print(f'step {cfg.steps}: train loss {last["loss"]:.4f}, eval loss {last["eval/loss"]:.4f} '
         f'nats/token, {last["eval/bits_per_byte"]:.4f} {unit}')
-  if cfg.sample_tokens > 0:  # every process takes part: the parameters span all of them
+  if loop.finetune is not None and loop.finetune.name != 'lm':
+    rows = finetune_report.predictions(loop.finetune, nnx.merge(graphdef, loop.state.params),
+                                       tokenizer, loop.exp.finetune.predictions,
+                                       loop.exp.data.seq_len)
+    print(f'--- predictions ---\n{finetune_report.format_predictions(rows)}\n--------------')
+  elif cfg.sample_tokens > 0:  # every process takes part: the parameters span all of them
     text = generate.sample_text(nnx.merge(graphdef, loop.state.params), tokenizer,
                                 cfg.sample_prompt, cfg.sample_tokens, cfg.sample_temperature,
                                 seed=cfg.seed)

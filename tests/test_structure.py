@@ -21,6 +21,8 @@ LAYERS = {
     'llmjax.train': 6,  # the loop
     # Downstream tasks, scored on a run folder's checkpoints or, by the loop, during training.
     'llmjax.eval': 5,
+    'llmjax.finetune': 5,  # the training task: lm, sft, classify (rows, head, reports)
+    'llmjax.finetune.config': 2,  # its config section, read by configs
     'llmjax.warmstart': 5,  # init_from: a run folder or a Hugging Face folder
     'llmjax.resume': 5,  # what a rerun may change; the folder's config history
     'llmjax.runs': 4,  # a run folder as one object

@@ -26,6 +26,9 @@ PACKINGS = ('concat_split', 'first_fit')
 OBJECTIVES = ('lm', 'mlm')
 MAX_EPOCHS = 100_000  # the shuffled stream's length, in passes over the source
 ROW_KEYS = ('inputs', 'targets', 'positions', 'segment_ids', 'weights', 'epoch')
+# A corpus whose info has this key holds encoded examples (llmjax.finetune): each document
+# is already {'inputs', 'targets', 'weights'}, packed whole (first_fit) in eval as in training.
+EXAMPLES_INFO = 'finetune_examples'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +98,12 @@ def _tokenize(index, element, tokenizer, mlm, seed) -> dict[str, np.ndarray]:
   return {**out, 'epoch': np.full(len(out['inputs']), epoch, np.int32)}
 
 
+def _example(element) -> dict[str, np.ndarray]:
+  """An encoded fine-tune example (EXAMPLES_INFO), as `_tokenize` gives a document."""
+  epoch, out = element
+  return {**out, 'epoch': np.full(len(out['inputs']), epoch, np.int32)}
+
+
 class _Chunk(gx.FlatMapTransform):
   """Documents longer than a row, cut into row-sized pieces (first_fit packing)."""
 
@@ -118,11 +127,16 @@ def _row(packed: dict) -> dict[str, np.ndarray]:
           'epoch': packed['epoch']}
 
 
-def _rows(documents: grain.MapDataset, tokenizer, cfg: DataConfig) -> grain.IterDataset:
-  docs = documents.map_with_index(functools.partial(
-      _tokenize, tokenizer=tokenizer, mlm=masking(tokenizer, cfg), seed=cfg.seed))
+def _rows(documents: grain.MapDataset, tokenizer, cfg: DataConfig,
+          examples: bool = False) -> grain.IterDataset:
+  if examples:
+    docs = documents.map(_example)
+  else:
+    docs = documents.map_with_index(functools.partial(
+        _tokenize, tokenizer=tokenizer, mlm=masking(tokenizer, cfg), seed=cfg.seed))
   docs = docs.filter(lambda d: len(d['inputs']) > 0).to_iter_dataset()
-  features = ('inputs', 'targets', 'epoch') + (('weights',) if cfg.objective == 'mlm' else ())
+  weighted = cfg.objective == 'mlm' or examples
+  features = ('inputs', 'targets', 'epoch') + (('weights',) if weighted else ())
   lengths = {k: cfg.seq_len for k in features}
   if cfg.packing == 'first_fit':
     chunks = gx.FlatMapIterDataset(docs, _Chunk(cfg.seq_len))
@@ -162,7 +176,7 @@ def train_dataset(corpus: Corpus, cfg: DataConfig, process_index: int = 0,
   endless = getattr(corpus.train, 'endless', False)
   documents = grain.MapDataset.source(
       _WithEpoch(corpus.train) if endless else EpochShuffled(corpus.train, cfg.seed))
-  rows = _rows(documents, corpus.tokenizer, cfg)
+  rows = _rows(documents, corpus.tokenizer, cfg, EXAMPLES_INFO in corpus.info)
   if cfg.shuffle_window > 1:
     # Packing emits a long document as consecutive rows; mixing rows across a
     # window of many documents keeps each batch diverse.
@@ -193,8 +207,10 @@ def eval_batches(corpus: Corpus, cfg: DataConfig, process_index: int = 0,
                  process_count: int = 1, max_batches: int = -1) -> list[dict]:
   """The held-out split once, in order, as {'batch', 'stats'} items like training's;
   the last batch is padded with zero-weight rows."""
+  examples = EXAMPLES_INFO in corpus.info
   rows = list(_rows(grain.MapDataset.source(_WithEpoch(corpus.eval)), corpus.tokenizer,
-                    dataclasses.replace(cfg, packing='concat_split')))
+                    cfg if examples else dataclasses.replace(cfg, packing='concat_split'),
+                    examples))
   b = cfg.global_batch_size
   batches = []
   for start in range(0, len(rows), b):

@@ -101,6 +101,31 @@ def held_out_functions(eval_fraction: float, split_seed: int,
   return tuple(examples), tuple(shots)
 
 
+@functools.lru_cache(maxsize=8)
+def training_functions(eval_fraction: float, split_seed: int, seed: int,
+                       max_files: int) -> tuple[Function, ...]:
+  """Functions of a seeded sample of `max_files` files the run TRAINS on (never a held-out
+  file): fine-tuning material whose examples cannot overlap the evaluated ones."""
+  held_out = set(pystdlib.held_out_files(eval_fraction, split_seed))
+  files = [p for p in pystdlib.source_files() if p not in held_out]
+  order = np.random.default_rng([seed, 0xf17e]).permutation(len(files))[:max_files]
+  root = pystdlib.stdlib_root()
+  return tuple(f for i in sorted(order) for f in functions_of(files[i], root))
+
+
+def training_examples(name: str, seed: int = 0, eval_fraction: float = 0.01,
+                      split_seed: int = 0, max_files: int = 200) -> tuple[dict, ...]:
+  """Examples shaped like built-in task `name`'s (context and gold, target or choices),
+  made from training files only, in a seeded order; ids carry the prefix 'train:'."""
+  functions = training_functions(eval_fraction, split_seed, seed, max_files)
+  make = {'code_next_line': lambda: _next_line_examples(functions, seed, 'train:'),
+          'code_summarize': lambda: _summarize_examples(functions, 'train:'),
+          'code_classify': lambda: _classify_examples(functions, seed, 'train:')}
+  if name not in make:
+    raise ValueError(f'no training examples for {name!r}; known: {", ".join(make)}')
+  return _take(make[name](), -1, seed, 5)
+
+
 def _base(f: Function, prefix: str) -> dict:
   return {'id': f'{prefix}{f.source}:{f.line}:{f.name}', 'domain': f.domain, 'source': f.source}
 
