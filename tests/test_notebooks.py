@@ -13,7 +13,7 @@ from test_analysis import make_tiny_run, make_tiny_sweep, start_tiny_sweep
 pytestmark = pytest.mark.slow  # trains a run and a sweep; .ci/run runs it
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / 'notebooks'
-NAMES = ['checkpoint_analysis', 'training_dynamics', 'scaling_analysis']
+NAMES = ['checkpoint_analysis', 'training_dynamics', 'scaling_analysis', 'downstream_scaling']
 
 
 def test_every_notebook_is_tested_and_stored_without_outputs():

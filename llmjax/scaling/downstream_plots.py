@@ -16,7 +16,7 @@ from llmjax.scaling.downstream import TaskMetric
 from llmjax.scaling.plots import log_axis
 
 COMPUTE = 'training compute C (FLOPs)'
-TASK_LOSS = 'task loss (nats per char of the gold answer; per token for token ids)'
+TASK_LOSS = 'task loss (gold NLL, nats/char or /token)'
 _CHANCE = {'color': 'tab:gray', 'linestyle': '--', 'linewidth': 1.0}
 _CEILING = {'color': 'tab:red', 'linestyle': ':', 'linewidth': 1.2}
 _COLUMNS = 3
@@ -110,6 +110,38 @@ def plot_two_step(m: TaskMetric) -> Figure:
   for ax in (loss_ax, metric_ax):
     ax.legend(fontsize=7, loc='best')
   fig.suptitle(f'Two-step law (arXiv 2412.04403): {m.task} {m.metric}')
+  return fig
+
+
+def plot_task_domains(results: dict, metrics: tuple[str, ...] = ('acc', 'gold_prob')) -> Figure:
+  """Per-domain task metrics of one evaluation (runner.evaluate's {task: results}): a bar
+  per domain with its bootstrap SE, and the task's chance, one panel per (task, metric)
+  whose task has examples from several domains."""
+  panels = [(task, metric, out) for task, out in results.items() if out.get('domains')
+            for metric in metrics if metric in out]
+  fig = Figure(figsize=(4.2 * max(1, min(len(panels), _COLUMNS)),
+                        3.3 * max(1, math.ceil(len(panels) / _COLUMNS))), layout='constrained')
+  axes = fig.subplots(max(1, math.ceil(len(panels) / _COLUMNS)),
+                      max(1, min(len(panels), _COLUMNS)), squeeze=False).ravel()
+  for ax, (task, metric, out) in zip(axes, panels):
+    names = ['all', *out['domains']]
+    parts = [out, *out['domains'].values()]
+    bars = ax.bar(names, [p[metric] for p in parts],
+                  yerr=[p.get(f'{metric}_stderr', 0) for p in parts], capsize=3,
+                  color=['tab:gray'] + ['tab:blue'] * (len(names) - 1),
+                  label='metric ± bootstrap SE')
+    ax.bar_label(bars, fmt='%.3g', fontsize=7, label_type='center')  # a 0 bar is still read
+    if metric in out.get('chance', {}):
+      ax.axhline(out['chance'][metric], label=f'chance {out["chance"][metric]:.3g}', **_CHANCE)
+    ax.set(title=f'{task} {metric}', xlabel='domain (n examples: ' +
+           ', '.join(str(p['num_examples']) for p in parts) + ')', ylabel=metric)
+    ax.legend(fontsize=7, loc='best')
+  for ax in axes[len(panels):]:
+    ax.set_axis_off()
+  if not panels:
+    axes[0].text(0.5, 0.5, 'no task here has examples from more than one domain',
+                 ha='center', va='center', transform=axes[0].transAxes)
+  fig.suptitle('Task metrics per domain')
   return fig
 
 
