@@ -225,7 +225,8 @@ def test_warm_start_from_a_hugging_face_folder(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('hf_cfg, message', [
-    ({'model_type': 'bert'}, "unsupported model_type 'bert'; supported: gpt2, llama, mistral, qwen2"),
+    ({'model_type': 't5'}, "unsupported model_type 't5'; supported: gpt2, llama, mistral, qwen2, "
+                           "bert"),
     ({'model_type': 'gpt2', 'activation_function': 'relu'},
      r"activation_function='relu'; llmjax supports 'gelu_new' or 'gelu_pytorch_tanh'"),
     ({'model_type': 'gpt2', 'scale_attn_by_inverse_layer_idx': True},
@@ -296,7 +297,8 @@ def test_vocabulary_must_fit(tmp_path):
     (dict(norm='layernorm'), "as llama .*model.norm='layernorm' \\(needs 'rmsnorm'\\)"),
     (dict(qk_norm=True), 'model.qk_norm=True \\(needs False\\)'),
     (dict(logits_soft_cap=30.0), 'model.logits_soft_cap=30.0'),
-    (dict(arch='encoder'), "model.arch='encoder' \\(needs 'decoder'\\)"),
+    (dict(arch='encoder'), "as bert .*model.norm_position='pre' \\(needs 'post'\\); "
+                           "model.embed_norm=False \\(needs True\\)"),
     (dict(positions='learned'), "as gpt2 .*model.norm='rmsnorm' \\(needs 'layernorm'\\); "
                                 "model.mlp='swiglu' \\(needs 'gelu' or 'gelu_exact'\\); "
                                 "model.use_bias=False"),

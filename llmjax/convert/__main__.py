@@ -5,8 +5,9 @@ writes a run folder to start training from (--config.init_from=WORKDIR) or to
 sample from; training can also start from the HF folder itself
 (--config.init_from=hf:PATH).
   python -m llmjax.convert llmjax-to-hf --workdir RUN [--step N] --out HF_DIR [--overwrite]
-writes a folder that transformers' AutoModelForCausalLM.from_pretrained loads, with the
-run's tokenizer (AutoTokenizer loads it) and --family gpt2|llama|mistral|qwen2.
+writes a folder that transformers' AutoModelForCausalLM.from_pretrained loads
+(AutoModelForMaskedLM for an encoder), with the run's tokenizer (AutoTokenizer loads it)
+and --family gpt2|llama|mistral|qwen2|bert.
   python -m llmjax.convert check --hf_dir PATH [--workdir RUN]
 prints the max |diff| of each layer's output and of the logits between transformers and
 llmjax on a few prompts; exits 1 when one is past --tolerance.

@@ -17,6 +17,7 @@ from flax import nnx
 from llmjax import runs
 from llmjax.convert import hf, hf_weights
 from llmjax.convert.hf_config import ConversionError, architecture_mismatch
+from llmjax.model import options
 from llmjax.model import parametrization as pz
 from llmjax.model.attention import attention_mask
 from llmjax.model.transformer import Transformer
@@ -43,17 +44,19 @@ class Report:
 
 
 def _llmjax_outputs(model, tokens: np.ndarray) -> list[np.ndarray]:
-  """Embeddings, each block's output, the final norm's, the logits (BTD ..., BTV)."""
+  """Embeddings, each block's output (the last through the final norm of a pre-norm
+  model), the logits (BTD ..., BTV)."""
   tokens = jnp.asarray(tokens)
   positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-  mask = attention_mask(jnp.ones_like(tokens))
+  mask = attention_mask(jnp.ones_like(tokens), options.ARCHITECTURES[model.cfg.arch].causal)
   x = model.embed_tokens(tokens, positions)
   outputs = [x]
   graphdef, stacked = nnx.split(model.blocks)
   for i in range(model.cfg.num_layers):
     x = nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], stacked))(x, positions, mask)
     outputs.append(x)
-  outputs[-1] = model.final_norm(x)  # what transformers reports for its last layer
+  if _has_final_norm(model.cfg):
+    outputs[-1] = model.final_norm(x)  # what transformers reports for its last layer
   return [np.asarray(o, np.float32) for o in (*outputs, model.logits(x))]
 
 
@@ -72,23 +75,31 @@ def _as_exported(model):
   return nnx.merge(graphdef, state)
 
 
-def _transformers_outputs(folder, tokens: np.ndarray) -> list[np.ndarray]:
+def _has_final_norm(cfg) -> bool:
+  return cfg.norm_position == 'pre'  # post-norm blocks end normalized
+
+
+def _transformers_outputs(folder, tokens: np.ndarray, cfg) -> list[np.ndarray]:
   try:
     import torch
     import transformers
   except ImportError:
     raise ValueError('the checker runs the reference in transformers: pip install torch '
                      'transformers') from None
-  reference = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+  auto = (transformers.AutoModelForMaskedLM if cfg.arch == 'encoder' else
+          transformers.AutoModelForCausalLM)
+  reference = auto.from_pretrained(folder, dtype=torch.float32)
   with torch.no_grad():
     out = reference.eval()(torch.tensor(tokens), output_hidden_states=True)
-  # hidden_states: the embeddings, each block's output but the last, the final norm's.
+  # hidden_states: the embeddings, each block's output but the last, the last's through
+  # the final norm (a decoder's) or as it is (an encoder's).
   return [h.numpy() for h in out.hidden_states] + [out.logits.numpy()]
 
 
-def _names(num_layers: int) -> list[str]:
-  layers = [f'layer {i}' for i in range(num_layers - 1)]
-  return ['embeddings', *layers, f'layer {num_layers - 1} + final norm', 'logits']
+def _names(cfg) -> list[str]:
+  layers = [f'layer {i}' for i in range(cfg.num_layers - 1)]
+  last = f'layer {cfg.num_layers - 1}' + ' + final norm' * _has_final_norm(cfg)
+  return ['embeddings', *layers, last, 'logits']
 
 
 def compare(hf_dir, workdir=None, step: int | None = None, num_prompts: int = 3,
@@ -108,9 +119,10 @@ def compare(hf_dir, workdir=None, step: int | None = None, num_prompts: int = 3,
     model, source = _as_exported(run.model(step)), f'run {workdir}'
   length = min(length, model.cfg.max_len)
   tokens = np.random.default_rng(seed).integers(0, model.cfg.vocab_size, (num_prompts, length))
-  ours, theirs = _llmjax_outputs(model, tokens), _transformers_outputs(hf_dir, tokens)
+  ours = _llmjax_outputs(model, tokens)
+  theirs = _transformers_outputs(hf_dir, tokens, model.cfg)
   if len(ours) != len(theirs):
     raise ConversionError(f'transformers reports {len(theirs) - 1} outputs, llmjax '
                           f'{len(ours) - 1}')
   diffs = [float(np.abs(a - b).max()) for a, b in zip(theirs, ours)]
-  return Report(_names(model.cfg.num_layers), diffs, source)
+  return Report(_names(model.cfg), diffs, source)

@@ -4,8 +4,9 @@ Import reads `config.json` and `model.safetensors` (or the shards listed in
 `model.safetensors.index.json`) and checks every tensor's name and shape
 against the config before reading any data. Pickled PyTorch weights (`.bin`)
 are never read: unpickling can run code. Export writes what
-`transformers.AutoModelForCausalLM.from_pretrained` loads with no missing or
-unexpected keys, through `safetensors.numpy`, so no torch is needed.
+`transformers.AutoModelForCausalLM.from_pretrained` (`AutoModelForMaskedLM` for an
+encoder) loads with no missing or unexpected keys, through `safetensors.numpy`, so no
+torch is needed.
 """
 
 import contextlib
@@ -78,15 +79,19 @@ def _headers(folder: pathlib.Path, cfg: ModelConfig) -> dict[str, tuple]:
         if canonical in found:
           raise ConversionError(f'tensor {canonical} appears twice in {folder}')
         found[canonical] = (file, tuple(f.get_slice(name).get_shape()), name)
+  for name, alias in hf_weights.ALIASES.items():
+    if alias in found:
+      found.setdefault(name, found[alias])
+      del found[alias]
   return found
 
 
 def _check_tensors(folder: pathlib.Path, cfg: ModelConfig, found: dict) -> None:
   """Every expected tensor present with its shape, and no tensor left unused."""
-  expected = hf_weights.hf_shapes(cfg)
-  if cfg.tie_embeddings and hf_weights.LM_HEAD in found:
+  expected, head = hf_weights.hf_shapes(cfg), hf_weights.head_name(cfg)
+  if cfg.tie_embeddings and head in found:
     # Some tied checkpoints store the head anyway; load_hf checks it equals the embedding.
-    expected[hf_weights.LM_HEAD] = (cfg.vocab_size, cfg.d_model)
+    expected[head] = (cfg.vocab_size, cfg.d_model)
   problems = []
   for name, shape in expected.items():
     if name not in found:
@@ -129,11 +134,11 @@ def read_params(folder, dtype: str = 'float32') -> tuple[ModelConfig, dict]:
       file, _, stored_name = found[name]
       return files[file].get_tensor(stored_name)
 
-    params = hf_weights.to_llmjax(cfg, read)
-    if cfg.tie_embeddings and hf_weights.LM_HEAD in found:
-      if not np.array_equal(read(hf_weights.LM_HEAD).astype(params['embed']['embedding'].dtype),
+    params, head = hf_weights.to_llmjax(cfg, read), hf_weights.head_name(cfg)
+    if cfg.tie_embeddings and head in found:
+      if not np.array_equal(read(head).astype(params['embed']['embedding'].dtype),
                             params['embed']['embedding']):
-        raise ConversionError(f'{folder}: {hf_weights.LM_HEAD} differs from the input embedding '
+        raise ConversionError(f'{folder}: {head} differs from the input embedding '
                               f'although config.json ties them (tie_word_embeddings)')
   return cfg, params
 
@@ -261,8 +266,9 @@ def save_hf(model: Transformer, out_dir, tokenizer_dir=None, overwrite: bool = F
     tokenizer_dir: a tokenizer.json, or a folder whose tokenizer files are copied.
     overwrite: replace the files of a non-empty `out_dir`.
     dtype: dtype of the written tensors: float32 (default) or bfloat16.
-    kind: the family (model_type); default `hf_config.family`: learned positions export
-      as gpt2, q/k/v biases as qwen2, the rest as llama (mistral when asked).
+    kind: the family (model_type); default `hf_config.family`: encoders export as bert,
+      learned positions as gpt2, q/k/v biases as qwen2, the rest as llama (mistral when
+      asked).
     run_tokenizer: (tokenizers.Tokenizer, end-of-text) from `hf_tokenizer.of_run`,
       written instead of copying `tokenizer_dir`.
   Returns:

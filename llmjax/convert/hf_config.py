@@ -1,4 +1,5 @@
-"""Hugging Face `config.json` <-> ModelConfig for the GPT-2, Llama, Mistral and Qwen2 families.
+"""Hugging Face `config.json` <-> ModelConfig for the GPT-2, Llama, Mistral, Qwen2 and BERT
+families.
 
 Each family is one `Family` entry of `FAMILIES`: its class, the class defaults of its
 config, how its config.json reads into ModelConfig fields and is written back, and what it
@@ -24,7 +25,7 @@ class ConversionError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Family:
   """One Hugging Face model family (a `model_type`)."""
-  architecture: str  # the transformers *ForCausalLM class
+  architecture: str  # the transformers head class (*ForCausalLM, BertForMaskedLM)
   defaults: dict  # its config class's defaults: config.json files may leave these out
   read: Callable[[dict, 'Family'], dict]  # config.json (defaults filled) -> ModelConfig fields
   write: Callable[[ModelConfig, 'Family'], dict]  # ModelConfig -> the family's config keys
@@ -33,6 +34,7 @@ class Family:
   fixed_why: str  # what llmjax computes instead of another value of a fixed key
   written: dict = dataclasses.field(default_factory=dict)  # more keys export writes
   window: Callable[[dict], int | None] = lambda hf: None  # sliding window, when one applies
+  full_heads: bool = False  # one kv head per query head, of width D/N
 
 
 _GPT2_DEFAULTS = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12,
@@ -46,6 +48,11 @@ _LLAMA_DEFAULTS = dict(vocab_size=32000, hidden_size=4096, intermediate_size=110
                        attention_bias=False, mlp_bias=False)
 _MISTRAL_DEFAULTS = {**_LLAMA_DEFAULTS, 'intermediate_size': 14336, 'num_key_value_heads': 8,
                      'max_position_embeddings': 131072, 'sliding_window': 4096}
+_BERT_DEFAULTS = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
+                      num_attention_heads=12, intermediate_size=3072, hidden_act='gelu',
+                      max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12,
+                      tie_word_embeddings=True, position_embedding_type='absolute',
+                      is_decoder=False, add_cross_attention=False)
 _QWEN2_DEFAULTS = {**_LLAMA_DEFAULTS, 'vocab_size': 151936, 'intermediate_size': 22016,
                    'max_position_embeddings': 32768, 'use_sliding_window': False,
                    'sliding_window': 4096, 'max_window_layers': 28}
@@ -58,7 +65,8 @@ ARCHITECTURE_FIELDS = ('vocab_size', 'd_model', 'num_layers', 'num_heads', 'num_
                        'rope_high_freq_factor', 'rope_original_max_len', 'mlp',
                        'tie_embeddings', 'use_bias', 'qkv_bias', 'qk_norm', 'logits_soft_cap',
                        'arch', 'norm_position', 'embed_norm')
-# What no family computes (all are pre-norm decoders): checked on every export.
+# What no family computes: checked on every export. The decoder layout unless a family
+# says otherwise (BERT's `needs`).
 _NEEDED_BY_ALL = dict(qk_norm=(False,), logits_soft_cap=(0.0,), arch=('decoder',),
                       norm_position=('pre',), embed_norm=(False,))
 
@@ -106,6 +114,29 @@ def _gpt2_config(cfg: ModelConfig, fam: Family) -> dict:
               activation_function=options.MLPS[cfg.mlp].hf_activations[0],
               layer_norm_epsilon=cfg.norm_eps, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
               attn_pdrop=0.0)
+
+
+def _bert_fields(hf: dict, fam: Family) -> dict:
+  mlp = _mlp(hf, 'hidden_act', gated=False)
+  _check_fixed(hf, fam)
+  d, n = hf['hidden_size'], hf['num_attention_heads']
+  if d % n:
+    raise ConversionError(f'bert config: hidden_size={d} is not divisible by '
+                          f'num_attention_heads={n}')
+  return dict(vocab_size=hf['vocab_size'], d_model=d, num_layers=hf['num_hidden_layers'],
+              num_heads=n, num_kv_heads=n, head_dim=d // n, mlp_dim=hf['intermediate_size'],
+              max_len=hf['max_position_embeddings'], norm='layernorm',
+              norm_eps=hf['layer_norm_eps'], positions='learned', mlp=mlp,
+              tie_embeddings=hf['tie_word_embeddings'], use_bias=True, arch='encoder',
+              norm_position='post', embed_norm=True)
+
+
+def _bert_config(cfg: ModelConfig, fam: Family) -> dict:
+  return dict(hidden_size=cfg.d_model, num_hidden_layers=cfg.num_layers,
+              num_attention_heads=cfg.num_heads, intermediate_size=cfg.mlp_dim,
+              hidden_act=options.MLPS[cfg.mlp].hf_activations[0],
+              max_position_embeddings=cfg.max_len, layer_norm_eps=cfg.norm_eps,
+              hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=0.0)
 
 
 # Hugging Face's llama3 rope keys -> ModelConfig fields.
@@ -194,7 +225,8 @@ FAMILIES: dict[str, Family] = {
                               mlp=_mlp_kinds(gated=False), use_bias=(True,)),
                    fixed=dict(scale_attn_weights=True, scale_attn_by_inverse_layer_idx=False,
                               add_cross_attention=False),
-                   fixed_why='causal self-attention scaled by 1/sqrt(head dim)'),
+                   fixed_why='causal self-attention scaled by 1/sqrt(head dim)',
+                   full_heads=True),
     'llama': Family('LlamaForCausalLM', _LLAMA_DEFAULTS, _rotary_fields, _rotary_config,
                     needs=dict(**_ROTARY, qkv_bias=(False,)),
                     fixed=dict(attention_bias=False, mlp_bias=False),
@@ -207,6 +239,15 @@ FAMILIES: dict[str, Family] = {
                     needs=dict(**_ROTARY, qkv_bias=(True,)), fixed={}, fixed_why='',
                     written=dict(use_sliding_window=False, sliding_window=None),
                     window=_qwen2_window),
+    'bert': Family('BertForMaskedLM', _BERT_DEFAULTS, _bert_fields, _bert_config,
+                   needs=dict(arch=('encoder',), norm_position=('post',), embed_norm=(True,),
+                              positions=('learned',), norm=('layernorm',),
+                              mlp=_mlp_kinds(gated=False), use_bias=(True,)),
+                   fixed=dict(type_vocab_size=2, position_embedding_type='absolute',
+                              is_decoder=False, add_cross_attention=False),
+                   fixed_why='an encoder with absolute positions and token types 0 and 1, '
+                             'of which llmjax feeds 0',
+                   full_heads=True),
 }
 SUPPORTED = tuple(FAMILIES)
 
@@ -237,8 +278,10 @@ def _given(hf: dict) -> dict:
 
 
 def family(cfg: ModelConfig) -> str:
-  """The HF family an llmjax model is exported as by default: learned positions mean
-  GPT-2, q/k/v biases Qwen2, otherwise Llama."""
+  """The HF family an llmjax model is exported as by default: an encoder means BERT,
+  learned positions GPT-2, q/k/v biases Qwen2, otherwise Llama."""
+  if cfg.arch == 'encoder':
+    return 'bert'
   if options.POSITIONS[cfg.positions].table:
     return 'gpt2'
   return 'qwen2' if cfg.qkv_bias else 'llama'
@@ -246,8 +289,9 @@ def family(cfg: ModelConfig) -> str:
 
 def export_problems(cfg: ModelConfig, kind: str) -> list[str]:
   """'model.FIELD=VALUE (needs ...)' for each field family `kind` cannot express."""
-  needed = {**FAMILIES[kind].needs, **_NEEDED_BY_ALL}
-  if kind == 'gpt2':  # one kv head per query head, of width D/N
+  fam = FAMILIES[kind]
+  needed = {**_NEEDED_BY_ALL, **fam.needs}
+  if fam.full_heads:
     needed.update(num_kv_heads=(cfg.num_heads,), head_dim=(cfg.d_model // cfg.num_heads,))
   return [f'model.{k}={getattr(cfg, k)!r} (needs {" or ".join(map(repr, v))})'
           for k, v in needed.items() if getattr(cfg, k) not in v]
@@ -263,7 +307,7 @@ def config_to_hf(cfg: ModelConfig, dtype: str = 'float32', eos_token_id: int | N
                           f'{", ".join(SUPPORTED)}')
   problems = export_problems(cfg, chosen)
   if problems:
-    how = 'chosen' if kind else f'chosen by model.positions={cfg.positions!r}'
+    how = 'chosen' if kind else f'chosen by model.arch and model.positions'
     raise ConversionError(f'Hugging Face cannot express this model as {chosen} ({how}): '
                           f'{"; ".join(problems)}')
   fam = FAMILIES[chosen]

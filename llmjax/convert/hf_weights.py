@@ -1,8 +1,9 @@
 """The tensor map between Hugging Face checkpoints and llmjax parameters.
 
-Two layouts cover every family: GPT-2's, and the rotary families' (Llama, Mistral, Qwen2:
-the same names, Qwen2 adding q/k/v biases). One table per layout lists every HF tensor: its name, its HF shape, the llmjax
-parameters it holds and the reshapes between the two layouts. Import and export
+Three layouts cover every family: GPT-2's, the rotary families' (Llama, Mistral, Qwen2:
+the same names, Qwen2 adding q/k/v biases) and BERT's (BertForMaskedLM). One table per
+layout lists every HF tensor: its name, its HF shape, the llmjax parameters it holds and
+the reshapes between the two layouts. Import and export
 both read the table, so they cannot disagree. Names with '{i}' exist once per
 layer; llmjax stacks them on its leading layers axis.
 
@@ -10,7 +11,10 @@ Layouts: GPT-2's Conv1D weights are stored (in, out) and `c_attn` packs q, k, v
 along its output; Llama's nn.Linear weights are (out, in). Heads are the major
 part of a projection's head axis in both, as in llmjax's (D, N, H). HF Llama
 checkpoints already use the half-split rotary layout (rotate_half) that
-llmjax's rope uses, so q and k need no permutation.
+llmjax's rope uses, so q and k need no permutation. BERT's token-type table has no llmjax
+counterpart: llmjax gives every token type 0, so import adds row 0 to the position table
+(the same function for type-0 inputs, which is all llmjax feeds) and export writes rows of
+zeros beside the summed table; a round trip from llmjax is exact.
 """
 
 import dataclasses
@@ -27,11 +31,21 @@ from llmjax.model.config import ModelConfig
 
 Path = tuple[str, ...]  # keys of one parameter in llmjax's nested parameter dict
 
-# Buffers some HF checkpoints carry that are not parameters: GPT-2's causal mask
-# (attn.bias, attn.masked_bias) and old Llama rotary frequencies.
-IGNORED = re.compile(r'(\.attn\.bias|\.attn\.masked_bias|rotary_emb\.inv_freq)$')
-_PREFIX = {'gpt2': 'transformer.', 'rotary': 'model.'}  # of the base model inside *ForCausalLM
+# What some HF checkpoints carry that the model's function does not use: GPT-2's causal
+# mask (attn.bias, attn.masked_bias), old Llama rotary frequencies, BERT's position-id buffer,
+# and BERT pretraining's next-sentence pooler and head.
+IGNORED = re.compile(r'(\.attn\.bias|\.attn\.masked_bias|rotary_emb\.inv_freq|'
+                     r'embeddings\.position_ids)$|^(bert\.pooler\.|cls\.seq_relationship\.)')
+# The base model's prefix inside the family's head class (*ForCausalLM, BertForMaskedLM).
+_PREFIX = {'gpt2': 'transformer.', 'rotary': 'model.', 'bert': 'bert.'}
 LM_HEAD = 'lm_head.weight'
+BERT_HEAD = 'cls.predictions.'  # BERT's masked-LM head, outside its base model
+TOKEN_TYPES = 'bert.embeddings.token_type_embeddings.weight'
+TOKEN_TYPE_COUNT = 2  # BERT's type_vocab_size (hf_config refuses others)
+# Tensors stored under either name (import reads the first when both are there; export
+# writes both): BERT's output bias is the decoder's, which tied checkpoints leave out
+# in favour of the head's copy.
+ALIASES = {BERT_HEAD + 'decoder.bias': BERT_HEAD + 'bias'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +55,7 @@ class Tensor:
   paths: tuple[Path, ...]  # the llmjax parameters it holds
   to_llmjax: Callable[[np.ndarray], tuple[np.ndarray, ...]]  # HF array -> one per path
   to_hf: Callable[..., np.ndarray]  # one array per path -> HF array
+  adds: bool = False  # import adds its arrays to what an earlier tensor set at its paths
 
 
 def _copy(name: str, shape: tuple[int, ...], path: Path) -> Tensor:
@@ -51,10 +66,15 @@ def _transposed(name: str, shape: tuple[int, ...], path: Path) -> Tensor:
   return Tensor(name, shape, (path,), lambda w: (w.T,), lambda w: w.T)
 
 
+def head_name(cfg: ModelConfig) -> str:
+  """The HF name of the output head's weight (absent from tied checkpoints)."""
+  return BERT_HEAD + 'decoder.weight' if layout(cfg) == 'bert' else LM_HEAD
+
+
 def _unembed(cfg: ModelConfig) -> list[Tensor]:
   if cfg.tie_embeddings:
     return []
-  return [_transposed(LM_HEAD, (cfg.vocab_size, cfg.d_model), ('unembed',))]
+  return [_transposed(head_name(cfg), (cfg.vocab_size, cfg.d_model), ('unembed',))]
 
 
 def _gpt2(cfg: ModelConfig) -> list[Tensor]:
@@ -123,14 +143,61 @@ def _rotary(cfg: ModelConfig) -> list[Tensor]:
   ] + _unembed(cfg)
 
 
+def _bert_norm(name: str, d: int, path: Path) -> list[Tensor]:
+  return [_copy(f'{name}.weight', (d,), (*path, 'scale')),
+          _copy(f'{name}.bias', (d,), (*path, 'bias'))]
+
+
+def _bert_block(cfg: ModelConfig) -> list[Tensor]:
+  d, n, h, f = cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.mlp_dim
+  block, attn = 'bert.encoder.layer.{i}.', ('blocks', 'attn')
+  tensors = []
+  for hf_name, weight, bias in (('query', 'wq', 'bq'), ('key', 'wk', 'bk'),
+                                ('value', 'wv', 'bv')):
+    tensors += [_heads_in(f'{block}attention.self.{hf_name}.weight', n, h, d, (*attn, weight)),
+                Tensor(f'{block}attention.self.{hf_name}.bias', (n * h,), ((*attn, bias),),
+                       lambda b: (b.reshape(n, h),), lambda b: b.reshape(-1))]
+  return tensors + [
+      Tensor(f'{block}attention.output.dense.weight', (d, n * h), ((*attn, 'wo'),),
+             lambda w: (w.reshape(d, n, h).transpose(1, 2, 0),),
+             lambda w: w.transpose(2, 0, 1).reshape(d, n * h)),
+      _copy(f'{block}attention.output.dense.bias', (d,), (*attn, 'bo')),
+      *_bert_norm(f'{block}attention.output.LayerNorm', d, ('blocks', 'attn_norm')),
+      _transposed(f'{block}intermediate.dense.weight', (f, d), ('blocks', 'mlp', 'w_in')),
+      _copy(f'{block}intermediate.dense.bias', (f,), ('blocks', 'mlp', 'b_in')),
+      _transposed(f'{block}output.dense.weight', (d, f), ('blocks', 'mlp', 'w_out')),
+      _copy(f'{block}output.dense.bias', (d,), ('blocks', 'mlp', 'b_out')),
+      *_bert_norm(f'{block}output.LayerNorm', d, ('blocks', 'mlp_norm')),
+  ]
+
+
+def _bert(cfg: ModelConfig) -> list[Tensor]:
+  d, head = cfg.d_model, BERT_HEAD
+  types = (TOKEN_TYPE_COUNT, d)
+  return [
+      _copy('bert.embeddings.word_embeddings.weight', (cfg.vocab_size, d), ('embed', 'embedding')),
+      _copy('bert.embeddings.position_embeddings.weight', (cfg.max_len, d), ('pos_embedding',)),
+      Tensor(TOKEN_TYPES, types, (('pos_embedding',),), lambda w: (w[0],),
+             lambda _: np.zeros(types, np.float32), adds=True),
+      *_bert_norm('bert.embeddings.LayerNorm', d, ('embed_norm',)),
+      *_bert_block(cfg),
+      _transposed(f'{head}transform.dense.weight', (d, d), ('mlm_head', 'w')),
+      _copy(f'{head}transform.dense.bias', (d,), ('mlm_head', 'b')),
+      *_bert_norm(f'{head}transform.LayerNorm', d, ('mlm_head', 'norm')),
+      _copy(f'{head}decoder.bias', (cfg.vocab_size,), ('mlm_head', 'bias')),
+  ] + _unembed(cfg)
+
+
 def layout(cfg: ModelConfig) -> str:
-  """'gpt2' (learned positions) or 'rotary' (Llama, Mistral, Qwen2)."""
+  """'bert' (encoders), 'gpt2' (learned positions) or 'rotary' (Llama, Mistral, Qwen2)."""
+  if cfg.arch == 'encoder':
+    return 'bert'
   return 'gpt2' if options.POSITIONS[cfg.positions].table else 'rotary'
 
 
 def tensors(cfg: ModelConfig) -> list[Tensor]:
   """The HF tensors of a model of `cfg`, with their llmjax counterparts."""
-  return _gpt2(cfg) if layout(cfg) == 'gpt2' else _rotary(cfg)
+  return {'gpt2': _gpt2, 'rotary': _rotary, 'bert': _bert}[layout(cfg)](cfg)
 
 
 def _names(tensor: Tensor, num_layers: int) -> list[str]:
@@ -145,10 +212,11 @@ def hf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def canonical_name(name: str, cfg: ModelConfig) -> str:
-  """A tensor name as *ForCausalLM writes it: files of a bare base model (the original
-  GPT-2 checkpoints, LlamaModel) leave out the 'transformer.'/'model.' prefix."""
+  """A tensor name as the family's head class writes it: files of a bare base model (the
+  original GPT-2 checkpoints, LlamaModel, BertModel) leave out the base model's prefix."""
   prefix = _PREFIX[layout(cfg)]
-  return name if name.startswith(prefix) or name == LM_HEAD else prefix + name
+  outside = name == LM_HEAD or name.startswith(('cls.', prefix))
+  return name if outside else prefix + name
 
 
 def _set(tree: dict, path: Path, value) -> None:
@@ -175,6 +243,8 @@ def to_llmjax(cfg: ModelConfig, read: Callable[[str], np.ndarray]) -> dict:
     for j, path in enumerate(t.paths):
       parts = [arrays[j] for arrays in per_layer]
       value = np.stack(parts) if '{i}' in t.name else parts[0]
+      if t.adds:  # summed in float32
+        value = np.asarray(_get(params, path), np.float32) + value.astype(np.float32)
       _set(params, path, value.astype(dtype))
   return params
 
@@ -187,6 +257,7 @@ def to_hf(cfg: ModelConfig, params: dict) -> dict[str, np.ndarray]:
     for i, name in enumerate(_names(t, cfg.num_layers)):
       layer = [v[i] for v in values] if '{i}' in t.name else values
       out[name] = np.ascontiguousarray(t.to_hf(*layer))
+  out.update({alias: out[name] for name, alias in ALIASES.items() if name in out})
   return out
 
 
@@ -202,8 +273,9 @@ def fold_multipliers(cfg: ModelConfig, params: dict) -> dict:
   """The parameters of an sp model that computes what `cfg` (mup, completep) computes:
   the attention multiplier goes into the query projection (rope and the dot product are
   linear in q), each branch multiplier into its output projection, the input multiplier
-  into the embedding tables and the logit multiplier into the untied head, or into the
-  final norm when the head is the (already scaled) embedding. sp returns `params` as is."""
+  into the embedding tables (or the embedding norm that follows them) and the logit
+  multiplier into the untied head, or into the norm before a head that is the (already
+  scaled) embedding, and into an encoder's output bias. sp returns `params` as is."""
   if pz.is_sp(cfg):
     return params
   problems = fold_problems(cfg)
@@ -224,13 +296,23 @@ def fold_multipliers(cfg: ModelConfig, params: dict) -> dict:
                ('blocks', 'mlp', 'b_out')):
     scale(path, pz.branch_multiplier(cfg))
   inputs = pz.input_multiplier(cfg)
-  scale(('embed', 'embedding'), inputs)
-  scale(('pos_embedding',), inputs)
-  if cfg.tie_embeddings:  # logits = c n(x) E^T = (c / a) n(x) (a E)^T
+  if cfg.embed_norm:  # the multiplier follows the embedding norm (a norm would undo it)
+    table = 1.0
     for name in ('scale', 'bias'):
-      scale(('final_norm', name), pz.logit_multiplier(cfg) / inputs)
+      scale(('embed_norm', name), inputs)
   else:
-    scale(('unembed',), pz.logit_multiplier(cfg))
+    table = inputs
+    scale(('embed', 'embedding'), inputs)
+    scale(('pos_embedding',), inputs)
+  logit_mult = pz.logit_multiplier(cfg)
+  if cfg.tie_embeddings:  # logits = c n(x) E^T = (c / a) n(x) (a E)^T, a: the table's factor
+    # n: the final norm, or an encoder's masked-LM head norm (it has no final norm).
+    for norm in (('final_norm',), ('mlm_head', 'norm')):
+      for name in ('scale', 'bias'):
+        scale((*norm, name), logit_mult / table)
+  else:
+    scale(('unembed',), logit_mult)
+  scale(('mlm_head', 'bias'), logit_mult)  # added to the logits before the multiplier
   return params
 
 
