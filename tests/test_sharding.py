@@ -1,4 +1,5 @@
-"""Sharding: sharded = unsharded, the golden PartitionSpec table, rule resolution, meshes."""
+"""Sharding: sharded = unsharded, the golden PartitionSpec table per arch, rule resolution,
+meshes."""
 
 import dataclasses
 
@@ -11,6 +12,7 @@ from jax.sharding import PartitionSpec as P
 from conftest import CFG, one_train_step
 from llmjax import sharding
 from llmjax.model import config as model_config
+from llmjax.model import options
 from llmjax.model.transformer import Transformer
 
 
@@ -62,10 +64,48 @@ GOLDEN_SPECS = {
 }
 
 
-def test_golden_partition_specs():
+# The encoder (BERT's layout: biases, post-norm blocks, an embedding norm, learned positions
+# and the masked-LM head) shares the decoder's projections and adds these, under the same
+# update rule as GOLDEN_SPECS.
+_ENCODER_ONLY = {
+    'blocks.attn.bq': P(None, 'tensor', None),
+    'blocks.attn.bk': P(None, 'tensor', None),
+    'blocks.attn.bv': P(None, 'tensor', None),
+    'blocks.attn.bo': P(None, 'fsdp'),
+    'blocks.attn_norm.bias': P(None, 'fsdp'),
+    'blocks.mlp.b_in': P(None, 'tensor'),
+    'blocks.mlp.b_out': P(None, 'fsdp'),
+    'blocks.mlp_norm.bias': P(None, 'fsdp'),
+    'embed_norm.scale': P('fsdp'),
+    'embed_norm.bias': P('fsdp'),
+    'pos_embedding': P(None, 'fsdp'),
+    'mlm_head.w': P('fsdp', None),
+    'mlm_head.b': P(None),
+    'mlm_head.norm.scale': P('fsdp'),
+    'mlm_head.norm.bias': P('fsdp'),
+    'mlm_head.bias': P('tensor'),
+}
+_NOT_IN_ENCODER = ('blocks.mlp.w_gate', 'final_norm.scale')
+GOLDEN_SPECS_BY_ARCH = {
+    'decoder': (CFG, GOLDEN_SPECS),
+    'encoder': (dataclasses.replace(CFG, arch='encoder', norm='layernorm',
+                                    norm_position='post', embed_norm=True, positions='learned',
+                                    mlp='gelu_exact', use_bias=True),
+                {**{k: v for k, v in GOLDEN_SPECS.items() if k not in _NOT_IN_ENCODER},
+                 **_ENCODER_ONLY}),
+}
+
+
+def test_every_arch_has_a_golden_table():
+  assert set(GOLDEN_SPECS_BY_ARCH) == set(options.ARCHITECTURES)
+
+
+@pytest.mark.parametrize('arch', GOLDEN_SPECS_BY_ARCH)
+def test_golden_partition_specs(arch):
+  cfg, golden = GOLDEN_SPECS_BY_ARCH[arch]
   mesh = sharding.make_mesh(1, 4, 2)
-  specs = {path: spec for path, (spec, _) in _specs(CFG, mesh).items()}
-  assert specs == GOLDEN_SPECS
+  specs = {path: spec for path, (spec, _) in _specs(cfg, mesh).items()}
+  assert specs == golden
 
 
 def test_no_large_parameter_replicated_under_fsdp():
