@@ -76,16 +76,19 @@ def test_rows_mark_documents_positions_and_padding(packing):
         assert p[0] == 0
 
 
-@pytest.mark.parametrize('packing', pipeline.PACKINGS)
-def test_resume_from_saved_iterator_state_in_a_new_process(tmp_path, packing):
+@pytest.mark.parametrize('packing, objective', [(p, 'lm') for p in pipeline.PACKINGS] +
+                         [('concat_split', 'mlm')])
+def test_resume_from_saved_iterator_state_in_a_new_process(tmp_path, packing, objective):
   docs = _docs()
   cfg = pipeline.DataConfig(seq_len=16, global_batch_size=4, seed=7, shuffle_window=64,
-                            packing=packing)
+                            packing=packing, objective=objective)
   it = iter(pipeline.train_dataset(text_corpus(docs), cfg))
   for _ in range(13):  # mid-epoch
     next(it)
   state = it.get_state()
-  expected = [next(it)['batch']['inputs'].tolist() for _ in range(5)]
+  # Masked rows: the masks (inputs) and the selected tokens (weights) come back too.
+  expected = [(lambda b: b['inputs'].tolist() + b['weights'].tolist())(next(it)['batch'])
+              for _ in range(5)]
   (tmp_path / 'state.json').write_text(json.dumps(state))
   script = f'''
 import json, sys
@@ -95,10 +98,11 @@ from conftest import text_corpus
 from test_data import _docs
 from llmjax.data import pipeline
 cfg = pipeline.DataConfig(seq_len=16, global_batch_size=4, seed=7, shuffle_window=64,
-                          packing={packing!r})
+                          packing={packing!r}, objective={objective!r})
 it = iter(pipeline.train_dataset(text_corpus(_docs()), cfg))
 pipeline.restore_state(it, json.loads(open({str(tmp_path / 'state.json')!r}).read()))
-print(json.dumps([next(it)['batch']['inputs'].tolist() for _ in range(5)]))
+rows = [next(it)['batch'] for _ in range(5)]
+print(json.dumps([b['inputs'].tolist() + b['weights'].tolist() for b in rows]))
 '''
   out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, check=True)
   assert json.loads(out.stdout.strip().splitlines()[-1]) == expected
