@@ -1,6 +1,8 @@
-"""Task names: the built-in tasks (`builtin.BUILTIN`) and JSONL files.
+"""Task names: the built-in tasks (`builtin.BUILTIN`), TFDS datasets and JSONL files.
 
-A name is a built-in task's, or `jsonl:PATH:KIND[:OPTIONS]` with OPTIONS a comma-separated
+A name is a built-in task's, `tfds:NAME` (llmjax.eval.tfds_tasks.SPECS: prepared TFDS
+datasets such as `tfds:glue/sst2`, `tfds:squad`, `tfds:cnn_dailymail`), or
+`jsonl:PATH:KIND[:OPTIONS]` with OPTIONS a comma-separated
 `key=value` list: `max_new_tokens=N` and `stop=S` (generate; S with Python escapes, like
 `\\n`), `labels=A|B|...` (classify), `documents=PATH` (retrieve: a JSONL file of strings or
 of objects with `text`), `pooling=mean|last`, `num_fewshot=K` with `fewshot=PATH` (a JSONL
@@ -17,6 +19,7 @@ from llmjax.eval import tasks
 from llmjax.eval.tasks import Task, TaskError
 
 JSONL_PREFIX = 'jsonl:'
+TFDS_PREFIX = 'tfds:'  # llmjax.eval.tfds_tasks.PREFIX, without importing TFDS to read it
 _INT_OPTIONS = ('max_new_tokens', 'num_fewshot', 'fewshot_seed')
 _OPTIONS = (*_INT_OPTIONS, 'stop', 'labels', 'documents', 'pooling', 'fewshot')
 
@@ -41,7 +44,8 @@ def known_names() -> list[str]:
 def _unknown(*names: str) -> TaskError:
   known = ', '.join(known_names()) or '(no built-in tasks)'
   which = f'task {names[0]!r}' if len(names) == 1 else f'tasks {", ".join(map(repr, names))}'
-  return TaskError(f'unknown {which}; known tasks: {known}, or a file as '
+  return TaskError(f'unknown {which}; known tasks: {known}, a prepared TFDS dataset as '
+                   f'{TFDS_PREFIX}NAME (e.g. {TFDS_PREFIX}squad), or a file as '
                    f'{JSONL_PREFIX}PATH:KIND[:key=value,...] with KIND one of '
                    f'{", ".join(tasks.KINDS)}')
 
@@ -109,6 +113,10 @@ def resolve(name: str, data_cfg, seed: int = 0, max_examples: int | None = None)
     task = jsonl_task(name)
     return task if max_examples is None else dataclasses.replace(
         task, max_examples=max_examples)
+  if name.startswith(TFDS_PREFIX):
+    from llmjax.eval import tfds_tasks  # pylint: disable=import-outside-toplevel
+    sized = {} if max_examples is None else {'max_examples': max_examples}
+    return tfds_tasks.task(name, data_dir=getattr(data_cfg, 'data_dir', None) or None, **sized)
   builtin = _builtin()
   if name not in builtin.BUILTIN:
     raise _unknown(name)
@@ -136,7 +144,8 @@ def resolve_all(names, data_cfg, seed: int = 0, max_examples: int | None = None)
                                                                if n.strip()]
   if not names:
     raise TaskError('no tasks named')
-  unknown = [n for n in names if not n.startswith(JSONL_PREFIX) and n not in known_names()]
+  unknown = [n for n in names if not n.startswith((JSONL_PREFIX, TFDS_PREFIX)) and
+             n not in known_names()]
   if unknown:
     raise _unknown(*unknown)
   out = [resolve(n, data_cfg, seed, max_examples) for n in names]
