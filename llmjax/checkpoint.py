@@ -263,16 +263,17 @@ class Checkpointer:
     self.manager.reload()
 
 
-def restore_params(step_folder: pathlib.Path, params_target):
-  """The parameters of the checkpoint in `step_folder`, placed as `params_target` says
-  (shapes, dtypes, shardings). Only parameters are read, so the optimizer of the run
-  that wrote them may differ from the reader's."""
-  item = {'params': params_target}
+def restore_params(step_folder: pathlib.Path, params_target, part: str = 'params'):
+  """The parameters of the checkpoint in `step_folder` (or another part of its state, such
+  as LoRA's 'adapters'), placed as `params_target` says (shapes, dtypes, shardings). Only
+  that part is read, so the optimizer of the run that wrote them may differ from the
+  reader's."""
+  item = {part: params_target}
   restored = ocp.PyTreeCheckpointer().restore(
       pathlib.Path(step_folder) / 'state', args=ocp.args.PyTreeRestore(
           item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
           partial_restore=True))
-  return restored['params']
+  return restored[part]
 
 
 def restore_state(step_folder: pathlib.Path, state_target):

@@ -27,11 +27,12 @@ from llmjax.finetune.config import TRUNCATIONS, FinetuneConfig
 from llmjax.metrics import MetricsConfig
 from llmjax.model import config as model_config
 from llmjax.model import options
-from llmjax.model import parametrization
+from llmjax.model import lora, parametrization
 from llmjax.model.config import ModelConfig
+from llmjax.model.lora import LoraConfig
 from llmjax.optim import OptimConfig
 from llmjax.sharding import MeshConfig
-from llmjax.step import NONFINITE_POLICIES, TrainConfig
+from llmjax.step import NONFINITE_POLICIES, TrainConfig, abstract_model
 
 
 class ConfigError(ValueError):
@@ -62,6 +63,7 @@ class Experiment:
   checkpoint: CheckpointConfig
   eval: EvalConfig = EvalConfig()
   finetune: FinetuneConfig = FinetuneConfig()  # the task: lm, sft or classify
+  lora: LoraConfig = LoraConfig()  # parameter-efficient fine-tuning (rank 0: off)
   init_from: str = ''  # warm start: another run's WORKDIR[:STEP], or hf:PATH
 
 
@@ -400,6 +402,18 @@ def _check_semantics(exp: Experiment, num_devices: int, errors: list[str]) -> No
   _check_eval(exp, errors)
   _check_finetune(exp, errors)
   _check_mesh(exp, num_devices, errors)
+  _check_lora(exp, errors)
+
+
+def _check_lora(exp: Experiment, errors: list[str]) -> None:
+  """LoRA's rank and alpha, and its targets against the model's parameter names (on an
+  abstract model, so only once the model fields are sane)."""
+  if lora.enabled(exp.lora) and not parametrization.is_sp(exp.model):
+    errors.append(f'config.lora.rank={exp.lora.rank}: LoRA trains in sp scale; '
+                  f'model.parametrization={exp.model.parametrization!r} sets per-tensor '
+                  f'rules for the base tensors, not for adapters')
+  params = abstract_model(exp.model)[1] if lora.enabled(exp.lora) and not errors else None
+  errors += [f'config.{p}' for p in lora.problems(params, exp.lora)]
 
 
 def _data_defaults(exp: Experiment) -> Experiment:

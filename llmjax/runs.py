@@ -22,9 +22,19 @@ from flax import nnx
 
 from llmjax import checkpoint, configs, metrics, optim
 from llmjax.data import synthetic, tokenizers
+from llmjax.model import lora
 from llmjax.model.config import ModelConfig
 from llmjax.model.transformer import Transformer
 from llmjax.step import TrainState, abstract_model, init_state, placed
+
+
+def _replicated(shardings) -> jax.sharding.Sharding:
+  """One sharding that holds a whole (small) array where `shardings` places parameters."""
+  if isinstance(shardings, jax.sharding.Sharding):
+    return shardings if shardings.is_fully_replicated else jax.sharding.NamedSharding(
+        shardings.mesh, jax.sharding.PartitionSpec())
+  first = jax.tree.leaves(shardings)[0]
+  return _replicated(first)
 
 
 def parse_spec(spec: str) -> tuple[pathlib.Path, int | None]:
@@ -123,11 +133,19 @@ class RunFolder:
     return abstract_model(self.model_cfg)
 
   def params(self, step: int | None = None, shardings=None) -> nnx.State:
-    """The parameters of checkpoint `step` (default: the newest), placed on `shardings`
-    (one sharding for all, or a tree; default: the first device)."""
+    """The model weights of checkpoint `step` (default: the newest), placed on `shardings`
+    (one sharding for all, or a tree; default: the first device); a LoRA run's adapters
+    merged in, so every reader sees the fine-tuned model."""
     folder = self.step_folder(step)
     shardings = shardings or jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return checkpoint.restore_params(folder, placed(self.abstract_model[1], shardings))
+    params = checkpoint.restore_params(folder, placed(self.abstract_model[1], shardings))
+    cfg = self.experiment.lora
+    if not lora.enabled(cfg):
+      return params
+    adapters = checkpoint.restore_params(
+        folder, placed(lora.abstract(self.abstract_model[1], cfg), _replicated(shardings)),
+        part='adapters')
+    return jax.jit(lambda p, a: lora.merge(p, a, cfg), out_shardings=shardings)(params, adapters)
 
   def model(self, step: int | None = None, shardings=None) -> Transformer:
     return nnx.merge(self.abstract_model[0], self.params(step, shardings))
@@ -143,7 +161,7 @@ class RunFolder:
     exp = self.experiment
     tx, _ = self.optimizer()
     abstract = jax.eval_shape(functools.partial(init_state, exp.model, tx,
-                                                exp.train.seed))
+                                                exp.train.seed, exp.lora))
     sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
     return checkpoint.restore_state(folder, placed(abstract, sharding))
 

@@ -16,6 +16,7 @@ import optax
 from flax import nnx
 
 from llmjax import optim, sharding
+from llmjax.model import lora
 from llmjax.model.config import ModelConfig
 from llmjax.model.transformer import Transformer
 
@@ -39,21 +40,48 @@ class TrainConfig:
   inject_nan_at_step: int = -1  # testing the non-finite policy: NaN loss at this step
 
 
-@jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class TrainState:
   step: jax.Array
-  params: nnx.State
-  opt_state: optax.OptState
+  params: nnx.State  # the model's; frozen under LoRA
+  opt_state: optax.OptState  # of the trained tensors: `params`, or `adapters` under LoRA
   rng: jax.Array  # raw key; each step folds in its step number
+  adapters: dict = dataclasses.field(default_factory=dict)  # LoRA's A and B; {} when off
+
+  def trained(self):
+    """The tensors the optimizer updates."""
+    return self.adapters or self.params
 
 
-def init_state(model_cfg: ModelConfig, tx: optax.GradientTransformation,
-               seed: int) -> TrainState:
+def _state_children(state: TrainState):
+  # Without adapters the tree is the one checkpoints were always written with.
+  names = ('step', 'params', 'opt_state', 'rng') + (('adapters',) if state.adapters else ())
+  return [(jax.tree_util.GetAttrKey(n), getattr(state, n)) for n in names], bool(state.adapters)
+
+
+def _state_flatten(state: TrainState):
+  keyed, has_adapters = _state_children(state)
+  return [child for _, child in keyed], has_adapters
+
+
+jax.tree_util.register_pytree_with_keys(TrainState, _state_children,
+                                        lambda _, children: TrainState(*children),
+                                        flatten_func=_state_flatten)
+
+
+def init_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
+               lora_cfg: lora.LoraConfig = lora.LoraConfig()) -> TrainState:
   model = Transformer(model_cfg, nnx.Rngs(params=seed))
   params = nnx.state(model, nnx.Param)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    rng=jax.random.key_data(jax.random.key(seed + 1)))
+  adapters = lora.init(params, lora_cfg, jax.random.key(seed + 2))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(adapters or params),
+                    rng=jax.random.key_data(jax.random.key(seed + 1)), adapters=adapters)
+
+
+def model_params(state: TrainState, lora_cfg: lora.LoraConfig) -> nnx.State:
+  """The weights the model computes with: the parameters, LoRA's updates merged in."""
+  return lora.merge(state.params, state.adapters, lora_cfg)
 
 
 def abstract_model(model_cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
@@ -71,21 +99,24 @@ def placed(abstract, shardings):
 
 
 def abstract_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
-                   mesh: jax.sharding.Mesh, rules: sharding.Rules):
+                   mesh: jax.sharding.Mesh, rules: sharding.Rules,
+                   lora_cfg: lora.LoraConfig = lora.LoraConfig()):
   """(graphdef, the state as a restore target: shapes, dtypes and shardings, the
   shardings alone); allocates nothing."""
   graphdef, _ = abstract_model(model_cfg)
-  abstract = jax.eval_shape(functools.partial(init_state, model_cfg, tx, seed))
+  abstract = jax.eval_shape(functools.partial(init_state, model_cfg, tx, seed, lora_cfg))
   shardings = sharding.param_shardings(abstract, mesh, rules)
   return graphdef, placed(abstract, shardings), shardings
 
 
 def create_sharded_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
-                         mesh: jax.sharding.Mesh, rules: sharding.Rules):
+                         mesh: jax.sharding.Mesh, rules: sharding.Rules,
+                         lora_cfg: lora.LoraConfig = lora.LoraConfig()):
   """(graphdef, state, state shardings): parameters and optimizer state created
   directly in their sharded layout; no full copy ever sits on one device."""
-  graphdef, _, shardings = abstract_state(model_cfg, tx, seed, mesh, rules)
-  state = jax.jit(functools.partial(init_state, model_cfg, tx, seed), out_shardings=shardings)()
+  graphdef, _, shardings = abstract_state(model_cfg, tx, seed, mesh, rules, lora_cfg)
+  state = jax.jit(functools.partial(init_state, model_cfg, tx, seed, lora_cfg),
+                  out_shardings=shardings)()
   return graphdef, state, shardings
 
 
@@ -111,12 +142,13 @@ def _microbatches(batch: dict, num: int) -> dict:
 
 
 def _gradients(params, batch: dict, rng, *, graphdef, num_microbatches: int, z_loss: float,
-               head=output_logits):
-  """(gradients, (summed NLL, summed z-loss)) of the loss averaged over the batch's tokens."""
+               weights=lambda trained: trained, head=output_logits):
+  """(gradients, (summed NLL, summed z-loss)) of the loss averaged over the batch's tokens,
+  with respect to `params`, the trained tensors; `weights` maps them to the model's."""
   total_weight = jnp.maximum(batch['weights'].sum(), 1.0)
 
   def loss_fn(params, micro, key):
-    model = nnx.merge(graphdef, params)
+    model = nnx.merge(graphdef, weights(params))
     logits = model(micro['inputs'], micro['positions'], micro['segment_ids'], dropout_key=key)
     nll, zl = cross_entropy(head(logits), micro['targets'], micro['weights'], z_loss)
     return (nll + zl) / total_weight, (nll, zl)
@@ -139,14 +171,19 @@ def _gradients(params, batch: dict, rng, *, graphdef, num_microbatches: int, z_l
 
 def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef,
                tx: optax.GradientTransformation, num_microbatches: int,
-               z_loss: float, head=output_logits) -> tuple[TrainState, dict]:
-  """One optimizer step on a global batch; pure, so it can be jitted and sharded."""
+               z_loss: float, head=output_logits, lora_cfg: lora.LoraConfig = lora.LoraConfig()
+               ) -> tuple[TrainState, dict]:
+  """One optimizer step on a global batch; pure, so it can be jitted and sharded. Under
+  LoRA only the adapters are differentiated and updated; the parameters pass through."""
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-  grads, (nll, zl) = _gradients(state.params, batch, rng, graphdef=graphdef,
-                                num_microbatches=num_microbatches, z_loss=z_loss, head=head)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=state.rng)
+  weights = functools.partial(lora.merge, state.params, cfg=lora_cfg)
+  grads, (nll, zl) = _gradients(state.trained(), batch, rng, graphdef=graphdef,
+                                num_microbatches=num_microbatches, z_loss=z_loss, head=head,
+                                weights=weights if state.adapters else lambda p: p)
+  updates, opt_state = tx.update(grads, state.opt_state, state.trained())
+  params = optax.apply_updates(state.trained(), updates)
+  new_state = dataclasses.replace(state, step=state.step + 1, opt_state=opt_state,
+                                  **{'adapters' if state.adapters else 'params': params})
   consecutive, total = optim.nonfinite_counts(opt_state)
   total_weight = jnp.maximum(batch['weights'].sum(), 1.0)
   step_metrics = {
@@ -173,19 +210,22 @@ def with_nan_at_step(step_fn, nan_step: int):
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    cfg: TrainConfig, head=output_logits):
+                    cfg: TrainConfig, lora_cfg: lora.LoraConfig = lora.LoraConfig(),
+                    head=output_logits):
   """The train step for `cfg`, with its test hooks (fault injection) wrapped around it."""
   step_fn = functools.partial(train_step, graphdef=graphdef, tx=tx,
-                              num_microbatches=cfg.microbatches, z_loss=cfg.z_loss, head=head)
+                              num_microbatches=cfg.microbatches, z_loss=cfg.z_loss, head=head,
+                              lora_cfg=lora_cfg)
   if cfg.inject_nan_at_step >= 0:
     step_fn = with_nan_at_step(step_fn, cfg.inject_nan_at_step)
   return step_fn
 
 
 def jit_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg: TrainConfig,
-                   state_shardings, batch_sharding, head=output_logits):
+                   state_shardings, batch_sharding,
+                   lora_cfg: lora.LoraConfig = lora.LoraConfig(), head=output_logits):
   """The train step, jitted with explicit shardings; the old state's buffers are donated."""
-  return jax.jit(make_train_step(graphdef, tx, cfg, head=head),
+  return jax.jit(make_train_step(graphdef, tx, cfg, lora_cfg, head=head),
                  in_shardings=(state_shardings, batch_sharding),
                  out_shardings=(state_shardings, None), donate_argnums=0)
 

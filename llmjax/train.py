@@ -29,8 +29,9 @@ from llmjax.data.sources import Corpus, DataError
 from llmjax.eval import in_training
 from llmjax.finetune import report as finetune_report
 from llmjax.finetune import task as finetune_task
+from llmjax.model import lora
 from llmjax.step import (TrainConfig, TrainState, abstract_state, device_batch, init_state,
-                         jit_eval_step, jit_train_step)
+                         jit_eval_step, jit_train_step, model_params)
 
 if typing.TYPE_CHECKING:
   from llmjax.configs import Experiment
@@ -252,13 +253,16 @@ class Loop:
   finetune_metrics: typing.Callable | None = None  # classify: eval/acc, eval/f1_macro
   trace: profiler.StepProfiler = dataclasses.field(  # metrics.profile_steps
       default_factory=lambda: profiler.StepProfiler('', pathlib.Path()))
+  # The state's model weights: its parameters, or under LoRA the adapters merged in.
+  weights: typing.Callable[[TrainState], typing.Any] = lambda state: state.params
 
   def evaluate_all(self, max_batches: int) -> dict[str, float]:
-    values = self.evaluate(self.state.params, max_batches)
+    params = self.weights(self.state)
+    values = self.evaluate(params, max_batches)
     for evaluate in self.domain_evaluators:
-      values.update(evaluate(self.state.params, max_batches))
+      values.update(evaluate(params, max_batches))
     if self.finetune_metrics is not None:
-      values.update(self.finetune_metrics(self.state.params))
+      values.update(self.finetune_metrics(params))
     return values
 
 
@@ -303,7 +307,8 @@ def _train(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict, data
   """Restores or initializes the state, trains, and finishes (summary and sample)."""
   tx, lr_schedule = optim.make(exp.optim, exp.model, exp.train.steps)
   rules = exp.mesh.rules
-  graphdef, target, shardings = abstract_state(exp.model, tx, exp.train.seed, mesh, rules)
+  graphdef, target, shardings = abstract_state(exp.model, tx, exp.train.seed, mesh, rules,
+                                               exp.lora)
   restored = ckpt.restore_latest(target)
   if restored is not None and restored.step >= exp.train.steps:
     print(f'llmjax: the run in {workdir} is already complete ({exp.train.steps} steps)')
@@ -317,7 +322,7 @@ def _train(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict, data
   eval_fn = jit_eval_step(graphdef, shardings.params, batch_sharding, head=task.head)
   loop = Loop(
       exp=exp, workdir=workdir, resolved_config=resolved_config, state=state,
-      step_fn=jit_train_step(graphdef, tx, exp.train, shardings, batch_sharding,
+      step_fn=jit_train_step(graphdef, tx, exp.train, shardings, batch_sharding, exp.lora,
                              head=task.head),
       batch_sharding=batch_sharding, cursor=cursor,
       logger=StepLogger(exp, workdir, resolved_config, int(state.step), lr_schedule),
@@ -329,7 +334,8 @@ def _train(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict, data
                     prefix=f'eval/{name}') for name, corpus in eval_domains.items()),
       tasks=in_training.TaskEvaluator(task_list, graphdef, data.tokenizer, workdir,
                                       exp.eval.tasks_every, exp.train.steps, exp.train.seed),
-      trace=profiler.StepProfiler(exp.metrics.profile_steps, workdir))
+      trace=profiler.StepProfiler(exp.metrics.profile_steps, workdir),
+      weights=_weights(exp.lora, shardings.params))
   loop.finetune = task
   loop.finetune_metrics = finetune_report.evaluator(task, graphdef, loop.evaluate.batches,
                                                     batch_sharding, exp.train.seed)
@@ -345,13 +351,22 @@ def _train(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict, data
   return loop.logger.last
 
 
+def _weights(lora_cfg: lora.LoraConfig, param_shardings):
+  """TrainState -> the model's weights, placed like its parameters (LoRA: merged once per
+  evaluation or sample, in one jitted call)."""
+  if not lora.enabled(lora_cfg):
+    return lambda state: state.params
+  merge = jax.jit(lambda state: model_params(state, lora_cfg), out_shardings=param_shardings)
+  return merge
+
+
 def _initial_state(exp: 'Experiment', tx, target, shardings,
                    restored: checkpoint.Restored | None) -> TrainState:
   """The restored state, or a fresh one (warm-started from `init_from` if set)."""
   if restored is not None:
     print(f'llmjax: resuming from {restored.folder}')
     return restored.state
-  state = jax.jit(lambda: init_state(exp.model, tx, exp.train.seed),
+  state = jax.jit(lambda: init_state(exp.model, tx, exp.train.seed, exp.lora),
                   out_shardings=shardings)()
   if exp.init_from:  # warm start: another run's parameters, fresh optimizer and data
     params, source = warmstart.params(exp.init_from, target.params)
@@ -387,7 +402,7 @@ def train_loop(loop: Loop) -> bool:
         loop.logger.write(done, loop.evaluate_all(max_batches), paused=True)
       if loop.tasks is not None and loop.tasks.due(done):
         loop.logger.flush()
-        loop.logger.write(done, loop.tasks(loop.state.params, done), paused=True)
+        loop.logger.write(done, loop.tasks(loop.weights(loop.state), done), paused=True)
       if preemption.requested or loop.ckpt.reached_preemption(done):
         save(loop, done)
         loop.ckpt.wait()
@@ -419,12 +434,12 @@ def finish(loop: Loop, graphdef: nnx.GraphDef, tokenizer) -> None:
   print(f'step {cfg.steps}: train loss {last["loss"]:.4f}, eval loss {last["eval/loss"]:.4f} '
         f'nats/token, {last["eval/bits_per_byte"]:.4f} {unit}')
   if loop.finetune is not None and loop.finetune.name != 'lm':
-    rows = finetune_report.predictions(loop.finetune, nnx.merge(graphdef, loop.state.params),
-                                       tokenizer, loop.exp.finetune.predictions,
-                                       loop.exp.data.seq_len)
+    model = nnx.merge(graphdef, loop.weights(loop.state))
+    rows = finetune_report.predictions(loop.finetune, model, tokenizer,
+                                       loop.exp.finetune.predictions, loop.exp.data.seq_len)
     print(f'--- predictions ---\n{finetune_report.format_predictions(rows)}\n--------------')
   elif cfg.sample_tokens > 0:  # every process takes part: the parameters span all of them
-    text = generate.sample_text(nnx.merge(graphdef, loop.state.params), tokenizer,
+    text = generate.sample_text(nnx.merge(graphdef, loop.weights(loop.state)), tokenizer,
                                 cfg.sample_prompt, cfg.sample_tokens, cfg.sample_temperature,
                                 seed=cfg.seed)
     if jax.process_index() == 0:

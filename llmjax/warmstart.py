@@ -4,15 +4,18 @@ folder, with a fresh optimizer and data order.
 Specs: 'WORKDIR[:STEP]' (a run folder or its checkpoints folder; default: the newest
 step) or 'hf:PATH' (a Hugging Face GPT-2 or Llama folder). The source must hold a
 model with the same parameters, names and shapes as the run's `config.model`;
-`check` says so before anything is trained or written.
+`check` says so before anything is trained or written. A LoRA fine-tune's folder gives
+its merged weights (W + (alpha / r) * A @ B), the model it evaluated.
 """
 
 import pathlib
 
+import jax
 from flax import nnx
 
 from llmjax import checkpoint, runs
 from llmjax.convert import hf
+from llmjax.model import lora
 from llmjax.model.config import ModelConfig
 from llmjax.step import abstract_model
 
@@ -55,5 +58,9 @@ def params(spec: str, params_target: nnx.State) -> tuple[nnx.State, pathlib.Path
     folder = _hf_folder(spec)
     return hf.params_like(folder, params_target), folder
   path, step = runs.parse_spec(spec)
-  folder = runs.RunFolder(path).step_folder(step)
+  source = runs.RunFolder(path)
+  folder = source.step_folder(step)
+  if lora.enabled(source.experiment.lora):  # a LoRA fine-tune: its merged weights
+    merged = source.params(step, jax.tree.map(lambda t: t.sharding, params_target))
+    return jax.tree.map(lambda m, t: m.astype(t.dtype), merged, params_target), folder
   return checkpoint.restore_params(folder, params_target), folder

@@ -33,6 +33,7 @@ LAYERS = {
     'llmjax.optim': 2,
     'llmjax.provenance': 2, 'llmjax.profiler': 2,  # a run's origin record; its trace window
     'llmjax.model': 1, 'llmjax.sharding': 1,
+    'llmjax.model.lora': 1,  # LoRA adapters on the parameter tree: init, targets, merge
     'llmjax.allocator': 0,  # the entry points' first act, before anything else loads
     'llmjax': 0,
 }
