@@ -136,3 +136,21 @@ def test_bad_embedding_inputs_name_the_problem(model):
     scorer.Scorer(model).embed([[256, 1], []])
   with pytest.raises(ValueError, match='rows must be >= 1'):
     scorer.Scorer(model, rows=0)
+
+
+def test_on_a_mesh_rows_are_sharded_like_training_and_scores_unchanged(model):
+  from llmjax import sharding
+  mesh = sharding.make_mesh(2, 2, 2)  # data x fsdp x tensor over the 8 test devices
+  graphdef, params = nnx.split(model)
+  placed = jax.device_put(params, sharding.param_shardings(params, mesh, sharding.DEFAULT_RULES))
+  on_mesh = scorer.Scorer(nnx.merge(graphdef, placed), rows=3)
+  # Rows split 4 ways (data x fsdp, the 'batch' rule): 3 rows round up to 4.
+  assert on_mesh.rows == 4
+  assert on_mesh.rows_sharding.spec == jax.sharding.PartitionSpec(('data', 'fsdp'), None)
+  assert on_mesh._placed(np.zeros((4, 16), np.int32)).sharding.spec[0] == ('data', 'fsdp')
+  pairs, texts = random_pairs(9), [c + x for c, x in random_pairs(5, seed=1)]
+  alone = scorer.Scorer(model, rows=4)
+  assert alone.rows_sharding is None
+  np.testing.assert_allclose(on_mesh.loglikelihood(pairs).sums, alone.loglikelihood(pairs).sums,
+                             atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(on_mesh.embed(texts), alone.embed(texts), atol=1e-5, rtol=1e-5)

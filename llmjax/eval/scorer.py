@@ -6,7 +6,10 @@ with segment ids (a token attends only to its own segment) and positions restart
 in each segment, so a packed segment computes exactly what it would alone. Row widths are
 powers of two (at least MIN_LENGTH, at most max_len): a segment that fits in no open row
 opens one of its own length's bucket, since a wide row costs more per token (attention).
-Every call holds `rows` rows of one width: one compilation per length bucket.
+Every call holds `rows` rows of one width: one compilation per length bucket. When the
+model's parameters live on a mesh (a run being trained, or restored sharded), the rows are
+sharded over the mesh's batch axes as training shards its batches (`sharding.data_sharding`
+with the active rules), and `rows` is rounded up to a multiple of those axes' size.
 """
 
 import dataclasses
@@ -18,7 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llmjax import generate
+from flax.core import spmd
+
+from llmjax import generate, sharding
 from llmjax.model.transformer import Transformer
 
 MIN_LENGTH = 16
@@ -114,16 +119,39 @@ def _pooled(graphdef, params, tokens, positions, segment_ids, weights):
   return jnp.einsum('RMT,RTD->RMD', weights, hidden)
 
 
+def batch_sharding(params) -> tuple[jax.sharding.NamedSharding | None, int]:
+  """How training would shard a batch beside these parameters: the 'batch' rule of the
+  active rules (the default rules outside training) on the parameters' mesh, and how many
+  ways it splits rows; (None, 1) for parameters on one device."""
+  mesh = next((leaf.sharding.mesh for leaf in jax.tree.leaves(params)
+               if isinstance(getattr(leaf, 'sharding', None), jax.sharding.NamedSharding)),
+              None)
+  if mesh is None or mesh.size == 1:
+    return None, 1
+  rules = spmd.get_logical_axis_rules() or sharding.DEFAULT_RULES
+  return (sharding.data_sharding(mesh, rules),
+          sharding.data_parallel_size(dict(mesh.shape), rules))
+
+
 class Scorer:
   """Scores pairs and embeds texts with one model; `rows` rows per forward pass."""
 
   def __init__(self, model: Transformer, rows: int = 8):
     if rows < 1:
       raise ValueError(f'rows must be >= 1, got {rows}')
-    self.model, self.rows = model, rows
+    self.model = model
     self.graphdef, self.params = nnx.split(model)
+    self.rows_sharding, ways = batch_sharding(self.params)
+    self.rows = -(-rows // ways) * ways
     self.max_len = model.cfg.max_len
     self.vocab_size = model.cfg.vocab_size
+
+  def _placed(self, array: np.ndarray):
+    """A batch's array on the devices, its rows sharded like training's (if on a mesh)."""
+    if self.rows_sharding is None:
+      return array
+    spec = jax.sharding.PartitionSpec(self.rows_sharding.spec[0], *([None] * (array.ndim - 1)))
+    return jax.device_put(array, jax.sharding.NamedSharding(self.rows_sharding.mesh, spec))
 
   def _checked(self, ids, what: str, i: int) -> np.ndarray:
     row = np.asarray(ids, np.int64).reshape(-1)
@@ -143,7 +171,8 @@ class Scorer:
     logprobs = np.zeros(group.tokens.shape, np.float32)
     greedy = np.zeros(group.tokens.shape, bool)
     for first, arrays in _batches(group, self.rows):
-      out = jax.device_get(_token_logprobs(self.graphdef, self.params, *arrays))
+      out = jax.device_get(_token_logprobs(self.graphdef, self.params,
+                                           *map(self._placed, arrays)))
       n = min(self.rows, len(logprobs) - first)
       logprobs[first:first + n], greedy[first:first + n] = out[0][:n], out[1][:n]
     return logprobs, greedy
@@ -184,8 +213,10 @@ class Scorer:
       mine = [(i, p) for i, p in enumerate(places) if p.width == width]
       weights = _pooling_weights(group, [p for _, p in mine], pooling)
       pooled = np.concatenate([
-          jax.device_get(_pooled(self.graphdef, self.params, arrays[0], arrays[2], arrays[3],
-                                 _rows(weights[first:first + self.rows], self.rows)))
+          jax.device_get(_pooled(self.graphdef, self.params,
+                                 *map(self._placed, (arrays[0], arrays[2], arrays[3],
+                                                     _rows(weights[first:first + self.rows],
+                                                           self.rows)))))
           for first, arrays in _batches(group, self.rows)])
       for i, place in mine:
         out[i] = pooled[place.row, place.slot]
