@@ -23,8 +23,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from llmjax import configs, optim, runs, step, train, warmstart
+from llmjax import configs, generate, optim, runs, step, train, warmstart
+from llmjax.convert import hf
+from llmjax.convert.__main__ import main as convert_main
 from llmjax.data import pipeline
+from llmjax.generate import cli as generate_cli
 from llmjax.model import lora
 from llmjax.model.config import ModelConfig
 
@@ -300,6 +303,67 @@ def test_a_resumed_lora_fine_tune_equals_the_uninterrupted_run(lora_run, tmp_pat
   assert _losses(resumed) == _losses(lora_run[1])
   want, got = runs.RunFolder(lora_run[1]), runs.RunFolder(resumed)
   jax.tree.map(np.testing.assert_array_equal, _flat(got.state(6)), _flat(want.state(6)))
-  data = lambda run: json.loads((run.step_folder(6) / 'data' / 'metadata').read_text()) if (
-      run.step_folder(6) / 'data' / 'metadata').exists() else None
-  assert data(got) == data(want)
+  data = lambda run: json.loads((run.step_folder(6) / 'data' / 'metadata').read_text())
+  assert data(got) == data(want) and data(got)['counts']['tokens_seen'] == 6 * 8 * 16
+
+
+def _greedy(model, prompt: str, tokenizer) -> str:
+  ids = np.array([tokenizer.eot_id, *tokenizer.encode(prompt)], np.int32)
+  out = generate.generate(model, [ids], max_new_tokens=8, temperature=0.0)
+  return tokenizer.decode(np.concatenate([tokenizer.encode(prompt), out.tokens[0]]))
+
+
+@pytest.mark.slow  # two training runs (the fixture), about 30 s of CPU
+def test_generation_and_export_use_the_merged_weights(lora_run, tmp_path, capsys):
+  transformers = pytest.importorskip('transformers')
+  hf_reference = pytest.importorskip('hf_reference')
+  base, tuned = runs.RunFolder(lora_run[0]), runs.RunFolder(lora_run[1])
+  tokenizer = tuned.tokenizer
+  expected = _greedy(tuned.model(), '3 1 4', tokenizer)
+  assert expected != _greedy(base.model(), '3 1 4', tokenizer)  # else this proves nothing
+  capsys.readouterr()
+  assert generate_cli.main(['--workdir', str(lora_run[1]), '--prompt', '3 1 4',
+                            '--temperature', '0', '--max_new_tokens', '8']) == 0
+  assert capsys.readouterr().out.strip() == expected.strip()
+
+  out = tmp_path / 'hf'
+  assert convert_main(['llmjax-to-hf', '--workdir', str(lora_run[1]), '--out', str(out)]) == 0
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+  tokens = np.random.default_rng(0).integers(0, 64, (2, 16))
+  ours = np.asarray(tuned.model()(jnp.asarray(tokens)))
+  np.testing.assert_allclose(hf_reference.logits(reloaded, tokens), ours, atol=1e-4)
+  assert np.abs(ours - np.asarray(base.model()(jnp.asarray(tokens)))).max() > 1e-2
+
+
+@pytest.mark.slow  # transformers, and a warm-started LoRA run (~30 s of CPU)
+def test_a_lora_fine_tune_of_a_hugging_face_model(tmp_path, capsys):
+  """Warm start from an HF Llama folder: the first loss is transformers' own, and after
+  training the base weights are still the HF checkpoint's, bit for bit."""
+  transformers = pytest.importorskip('transformers')
+  hf_reference = pytest.importorskip('hf_reference')
+  torch = pytest.importorskip('torch')
+  reference = hf_reference.random_model(transformers.LlamaConfig(
+      vocab_size=CFG.vocab_size, hidden_size=CFG.d_model, intermediate_size=CFG.mlp_dim,
+      num_hidden_layers=CFG.num_layers, num_attention_heads=CFG.num_heads,
+      num_key_value_heads=CFG.num_kv_heads, max_position_embeddings=CFG.max_len,
+      rope_theta=CFG.rope_theta, rms_norm_eps=CFG.norm_eps, tie_word_embeddings=False))
+  folder = tmp_path / 'hf'
+  reference.save_pretrained(folder, safe_serialization=True)
+  config = _config(3, rank=2, alpha=4.0, targets=('blocks/attn/w[qv]',))
+  config.init_from = f'hf:{folder}'
+  exp = configs.build(config, jax.device_count())
+  batch = next(iter(pipeline.train_dataset(pipeline.load(exp.data), exp.data)))['batch']
+  logits = torch.tensor(hf_reference.logits(reference, batch['inputs']))
+  hf_loss = float(torch.nn.functional.cross_entropy(
+      logits.reshape(-1, CFG.vocab_size), torch.tensor(batch['targets']).long().reshape(-1),
+      reduction='none').reshape(batch['weights'].shape).mul(torch.tensor(batch['weights']))
+      .sum() / batch['weights'].sum())
+  train.run(exp, tmp_path / 'run', configs.as_dict(exp))
+  assert f'parameters initialized from {folder.resolve()}' in capsys.readouterr().out
+  np.testing.assert_allclose(_losses(tmp_path / 'run')[1], hf_loss, rtol=1e-5)
+  state = runs.RunFolder(tmp_path / 'run').state()
+  imported, _ = hf.load_hf(folder)
+  jax.tree.map(np.testing.assert_array_equal, _flat(state.params),
+               _flat(nnx.state(imported, nnx.Param)))
+  assert sorted(_flat(state.adapters)) == ['blocks/attn/wq/a', 'blocks/attn/wq/b',
+                                           'blocks/attn/wv/a', 'blocks/attn/wv/b']
