@@ -166,8 +166,9 @@ def test_a_run_reports_each_domain_in_metrics_and_the_results_table(tmp_path, ru
   (workdir / 'trial.json').write_text(json.dumps({'status': 'done'}))
   table = results.collect(sweep)
   assert list(table.columns[:len(results.COLUMNS)]) == results.COLUMNS
+  assert table.loc[0, 'eval_accuracy'] == evals[-1]['eval/accuracy']
   for name in names:
-    for metric in ('loss', 'bits_per_byte'):
+    for metric in ('loss', 'bits_per_byte', 'accuracy'):
       column = f'eval/{name}/{metric}'
       assert table.loc[0, column] == evals[-1][column]
   for task in task_names:

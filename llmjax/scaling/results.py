@@ -3,9 +3,9 @@
 One row per trial of sweep.json, whatever its state (pending, running, failed, done):
 name, status, N (total and non-embedding parameters), D (training tokens), C (training
 FLOPs by llmjax.flops), the IsoFLOP budget it was made for, final and best held-out
-loss, bits/byte, train loss, steps, wall time, throughput, MFU and provenance (config
+loss, bits/byte, top-1 accuracy of the predicted tokens, train loss, steps, wall time, throughput, MFU and provenance (config
 hash, git commit, data fingerprint, JAX versions), then one column per eval domain metric
-(`eval/NAME/loss`, `eval/NAME/bits_per_byte`) and per task metric scored during training
+(`eval/NAME/loss`, `eval/NAME/bits_per_byte`, `eval/NAME/accuracy`) and per task metric scored during training
 (`task/NAME/METRIC`, its `_stderr` too), named like the metrics. Fits read only rows marked
 done.
 """
@@ -21,7 +21,7 @@ from llmjax.scaling import runner
 
 COLUMNS = [
     'name', 'status', 'N', 'N_nonembedding', 'D', 'C', 'budget', 'eval_loss',
-    'best_eval_loss', 'eval_bits_per_byte', 'train_loss', 'steps', 'steps_done',
+    'best_eval_loss', 'eval_bits_per_byte', 'eval_accuracy', 'train_loss', 'steps', 'steps_done',
     'wall_time_s', 'tokens_per_s', 'mfu', 'data_optimal_loss', 'error', 'config_hash',
     'git_commit', 'data_fingerprint', 'jax_version', 'jaxlib_version',
 ]
@@ -95,7 +95,9 @@ def _metrics_summary(records: list[dict]) -> dict:
   if evals:
     summary.update(eval_loss=evals[-1]['eval/loss'],
                    best_eval_loss=min(r['eval/loss'] for r in evals),
-                   eval_bits_per_byte=evals[-1]['eval/bits_per_byte'])
+                   eval_bits_per_byte=evals[-1]['eval/bits_per_byte'],
+                   # Top-1 accuracy of the predicted tokens; folders from before it: NaN.
+                   eval_accuracy=evals[-1].get('eval/accuracy', math.nan))
     summary.update({key: value for key, value in evals[-1].items() if _is_domain_metric(key)})
   scored = [r for r in records if any(key.startswith('task/') for key in r)]
   if scored:  # the newest task evaluation
@@ -110,7 +112,8 @@ def _metrics_summary(records: list[dict]) -> dict:
 
 def _is_domain_metric(key: str) -> bool:
   parts = key.split('/')
-  return len(parts) == 3 and parts[0] == 'eval' and parts[2] in ('loss', 'bits_per_byte')
+  return len(parts) == 3 and parts[0] == 'eval' and parts[2] in ('loss', 'bits_per_byte',
+                                                                 'accuracy')
 
 
 def _median(values: list[float]) -> float:
