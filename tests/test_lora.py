@@ -153,6 +153,17 @@ def _merged(params, adapters, cfg):
   return jax.jit(lora.merge, static_argnames='cfg')(params, adapters, cfg=cfg)
 
 
+# What each layer's einsum contracts ('BTD,DNH->BTNH', 'BTNH,NHD->BTD', 'BTF,FD->BTD', a
+# lookup along V): the tensor's input axes after its stacked `layers` axis.
+INPUT_AXES = {'blocks/attn/wq': 1, 'blocks/attn/wk': 1, 'blocks/attn/wv': 1, 'blocks/attn/wo': 2,
+              'blocks/mlp/w_in': 1, 'blocks/mlp/w_gate': 1, 'blocks/mlp/w_out': 1,
+              'embed/embedding': 1, 'unembed': 1}
+
+
+def _layers(name: str, shape) -> list:
+  return list(np.ndindex(shape[0])) if name.startswith('blocks/') else [()]
+
+
 def test_the_merge_is_each_tensors_low_rank_update():
   """Per layer, x . W' == x . W + (alpha / r) (x . A) . B on random inputs, contracting the
   input axes as the layers' einsums do, computed without ever forming A @ B."""
@@ -162,14 +173,13 @@ def test_the_merge_is_each_tensors_low_rank_update():
   merged, base, named = _flat(_merged(params, adapters, cfg)), _flat(params), _flat(adapters)
   assert sorted(n for n in merged if not np.array_equal(merged[n], base[n])) == sorted(
       lora.targeted(params, cfg))
-  variables = dict(lora._named(params))
-  for name in lora.targeted(params, cfg):
-    stacked, num_in = lora._split(variables[name])
-    for layer in (np.ndindex(*base[name].shape[:stacked]) if stacked else [()]):
+  assert sorted(lora.targeted(params, cfg)) == sorted(INPUT_AXES)
+  for name, num_in in INPUT_AXES.items():
+    for layer in _layers(name, base[name].shape):
       w, a, b = base[name][layer], named[f'{name}/a'][layer], named[f'{name}/b'][layer]
       x = np.random.default_rng(0).normal(size=(3, *w.shape[:num_in]))
-      adapted = _contract(x, w, num_in) + lora.scale(cfg) * _contract(_contract(x, a, num_in),
-                                                                     b, 1)
+      unmerged = _contract(_contract(x, a, num_in), b, 1)
+      adapted = _contract(x, w, num_in) + (cfg.alpha / cfg.rank) * unmerged
       np.testing.assert_allclose(_contract(x, merged[name][layer], num_in), adapted,
                                  rtol=1e-5, atol=1e-5, err_msg=name)
 
@@ -193,7 +203,7 @@ def test_the_merged_model_equals_the_adapter_model_on_logits():
   tokens = jnp.asarray(_batch()['inputs'])
   logits, hidden = forward(_merged(params, adapters, cfg), tokens)
   head = adapters['unembed']
-  adapter_logits = (_contract(hidden, params['unembed'][...], 1) + lora.scale(cfg) *
+  adapter_logits = (_contract(hidden, params['unembed'][...], 1) + (cfg.alpha / cfg.rank) *
                     _contract(_contract(hidden, head['a'][...], 1), head['b'][...], 1))
   np.testing.assert_allclose(logits, adapter_logits, atol=1e-5, rtol=1e-5)
   base_logits, _ = forward(params, tokens)
@@ -205,11 +215,9 @@ def test_each_update_has_rank_at_most_r():
   for rank in (1, 3):
     cfg = lora.LoraConfig(rank=rank, alpha=8.0, targets=('*',))
     merged, base = _flat(_merged(params, _trained_adapters(params, cfg), cfg)), _flat(params)
-    variables = dict(lora._named(params))
-    for name in lora.targeted(params, cfg):
-      stacked, num_in = lora._split(variables[name])
+    for name, num_in in INPUT_AXES.items():
       update = (merged[name].astype(np.float64) - base[name])
-      for layer in (np.ndindex(*update.shape[:stacked]) if stacked else [()]):
+      for layer in _layers(name, update.shape):
         matrix = update[layer].reshape(int(np.prod(update[layer].shape[:num_in])), -1)
         singular = np.linalg.svd(matrix, compute_uv=False)
         assert singular[rank - 1] > 1e-3 * singular[0], (name, rank, singular[:rank + 1])
