@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmjax.scaling import downstream, downstream_plots, report
+from llmjax.scaling import downstream, downstream_plots, fit, report
 from test_scaling_fit import grid_table, isoflop_table
 
 C_VALUES = np.repeat(np.geomspace(1e15, 1e18, 8), 2)  # 8 compute levels, 2 trials each
@@ -93,6 +93,9 @@ def test_the_downstream_figures_and_section(tmp_path):
                                                             'two_step_mc_acc.png']
   assert [m.column for m in found] == ['task/mc/acc', 'task/mc/nll']
   assert '| `task/mc/acc` | 16 | 0.25 | - |' in '\n'.join(lines)
+  planted_table(seed=3).to_csv(tmp_path / 'results.csv', index=False)  # a CSV reads the same
+  again, _ = downstream_plots.write(tmp_path / 'results.csv', tmp_path / 'again', bootstrap=8)
+  assert [m.points['value'].tolist() for m in again] == [m.points['value'].tolist() for m in found]
   panels = downstream_plots.figures(found)['task_metrics'].axes
   assert [ax.get_xlabel() for ax in panels[:2]] == [downstream_plots.COMPUTE] * 2
   assert panels[1].get_ylabel() == downstream_plots.TASK_LOSS
@@ -104,6 +107,10 @@ def test_the_report_plots_each_task_metric_and_writes_the_two_step_section(tmp_p
   tasks = planted_table(seed=3, C=losses['C'].to_numpy()).drop(columns=['name', 'status', 'C'])
   table = pd.concat([losses, tasks], axis=1)
   report.write_report(table, tmp_path, bootstrap=8, seed=0)
+  # Given fit.points' output (as the CLI does), the task columns come from tasks_table.
+  points_only = tmp_path / 'points_only'
+  report.write_report(fit.points(table), points_only, bootstrap=4, tasks_table=table)
+  assert (points_only / 'two_step_mc_acc.png').is_file()
   for name in ('task_metrics', 'two_step_mc_acc'):
     assert (tmp_path / f'{name}.png').stat().st_size > 1000, name
   summary = (tmp_path / 'summary.md').read_text()

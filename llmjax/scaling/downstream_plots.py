@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
-from llmjax.scaling import downstream
+from llmjax.scaling import downstream, results
 from llmjax.scaling.downstream import TaskMetric
 from llmjax.scaling.plots import log_axis
 
@@ -161,15 +161,17 @@ def figures(found: list[TaskMetric]) -> dict[str, Figure]:
 
 
 def write(table, out_dir, *, bootstrap: int = 200, seed: int = 0) -> tuple[list, list[str]]:
-  """Analyses a results table's task metrics (a DataFrame or CSV path; none in fit.points
-  output) and writes their figures (PNG and SVG) into out_dir. Returns the analysis and
-  the summary's Markdown lines (with the figures listed), both empty without tasks."""
+  """Analyses a results table's task metrics (a DataFrame, a CSV path or a sweep workdir;
+  none in fit.points output) and writes their figures (PNG and SVG) into out_dir. Returns
+  the analysis and the summary's Markdown lines (with the figures listed), both empty
+  without tasks."""
   if not isinstance(table, pd.DataFrame):
-    table = pd.read_csv(table)
+    table = results.load(table)
   found = downstream.analyse(table, bootstrap=bootstrap, seed=seed)
   out = pathlib.Path(out_dir)
   names = []
   for name, figure in figures(found).items():
+    out.mkdir(parents=True, exist_ok=True)
     for suffix in ('png', 'svg'):
       figure.savefig(out / f'{name}.{suffix}', dpi=150)
     names.append(name)

@@ -95,7 +95,7 @@ def default_budgets(pts: pd.DataFrame) -> list[float]:
 
 def write_report(table_or_points, out_dir, *, params: str = 'N', loss: str = 'eval_loss',
                  budgets_to_predict=None, bootstrap: int = 200, seed: int = 0,
-                 fix: dict | None = None) -> Fits:
+                 fix: dict | None = None, tasks_table=None) -> Fits:
   """Fits a results table (or points, or a CSV path) and writes the report folder.
 
   Args:
@@ -105,6 +105,8 @@ def write_report(table_or_points, out_dir, *, params: str = 'N', loss: str = 'ev
     budgets_to_predict: compute budgets for the N*/D* table; default_budgets() if None.
     bootstrap, seed: resamples for the intervals, and their seed.
     fix: Approach 3's parameters held fixed, e.g. {'E': 1.48} (see fit.approach3).
+    tasks_table: the results table whose task/NAME/METRIC columns get the downstream
+      section (llmjax.scaling.downstream); table_or_points itself if None.
   Returns:
     The fits.
   """
@@ -123,8 +125,9 @@ def write_report(table_or_points, out_dir, *, params: str = 'N', loss: str = 'ev
   settings = {'loss': loss, 'params': params, 'bootstrap': bootstrap, 'seed': seed,
               'fix': dict(fix or {})}
   # Task metrics (task/NAME/METRIC columns): the two-step law, its figures and section.
-  tasks, task_lines = downstream_plots.write(table_or_points, out, bootstrap=bootstrap,
-                                             seed=seed)
+  tasks, task_lines = downstream_plots.write(
+      table_or_points if tasks_table is None else tasks_table, out, bootstrap=bootstrap,
+      seed=seed)
   (out / 'fit.json').write_text(json.dumps(_plain({
       **_report_dict(fits, budgets, settings), 'downstream': downstream.to_dict(tasks)}),
                                            indent=2))
