@@ -70,8 +70,9 @@ def _open(cfg) -> Corpus:
     if cfg.tokenizer != 'byte':
       raise ValueError('data.tokenizer: a synthetic source has its own tokens; leave it as byte')
     spec = synthetic.parse_spec(arg)
-    train = synthetic.MarkovSource(spec)
-    held_out = synthetic.MarkovSource(spec, num_docs=SYNTHETIC_EVAL_DOCS, offset=2**40)
+    train = synthetic.source(spec)
+    held_out = synthetic.source(spec, num_docs=getattr(spec, 'eval_docs', SYNTHETIC_EVAL_DOCS),
+                                offset=2**40)
     # data.tokenizer reads 'byte' (the field's default) but the tokens are the chain's states:
     # each counts as one byte, so bits_per_byte is bits per state token.
     info = {'entropy_rate': train.entropy_rate, 'optimal_loss': train.optimal_loss,

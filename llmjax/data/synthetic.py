@@ -28,12 +28,16 @@ to the row length seq_len (or a divisor of it); a row cut from the middle of a d
 loses its context and can only do worse.
 
 Spec: 'synthetic:vocab=64,order=1,branching=4,alpha=1.0,zipf=0,seed=0,doc_len=512'
-(any subset; order=1 with zipf=0 is the plain sparse chain).
+(any subset; order=1 with zipf=0 is the plain sparse chain). `kind=facts` selects the
+other language, facts with Zipf frequencies (llmjax.data.facts), whose loss scales as a
+power of model size and data; `parse_spec` reads both and `source` opens either.
 """
 
 import dataclasses
 
 import numpy as np
+
+from llmjax.data import facts
 
 MAX_CONTEXTS = 2**20  # C = vocab^order: the (C, branching) tables stay in memory
 
@@ -49,28 +53,52 @@ class MarkovSpec:
   doc_len: int = 512  # tokens per document
 
 
-def parse_spec(text: str) -> MarkovSpec:
-  """'vocab=64,branching=4' -> MarkovSpec; errors name the unknown or bad key."""
-  fields = {f.name: f.type for f in dataclasses.fields(MarkovSpec)}
-  values = {}
-  for item in filter(None, text.split(',')):
-    key, _, value = item.partition('=')
+LANGUAGES = {'markov': MarkovSpec, 'facts': facts.FactsSpec}
+
+
+def parse_spec(text: str) -> 'MarkovSpec | facts.FactsSpec':
+  """'vocab=64,branching=4' -> MarkovSpec, 'kind=facts,keys=1000' -> facts.FactsSpec;
+  errors name the unknown or bad key."""
+  values = dict(item.partition('=')[::2] for item in filter(None, text.split(',')))
+  kind = values.get('kind', 'markov')
+  if kind not in LANGUAGES:
+    raise ValueError(f'synthetic source: unknown kind {kind!r}; known: {", ".join(LANGUAGES)}')
+  values.pop('kind', None)
+  spec = LANGUAGES[kind](**_numbers(values, LANGUAGES[kind]))
+  found = facts.problems(spec) if kind == 'facts' else _markov_problems(spec)
+  if found:
+    raise ValueError(f'synthetic source: {"; ".join(found)}; got {spec}')
+  return spec
+
+
+def _numbers(values: dict[str, str], spec_class) -> dict:
+  fields = {f.name: f.type for f in dataclasses.fields(spec_class) if f.name != 'kind'}
+  out = {}
+  for key, value in values.items():
     if key not in fields:
-      raise ValueError(f'synthetic source: unknown key {key!r}; known: {", ".join(fields)}')
+      raise ValueError(f'synthetic source: unknown key {key!r}; known: kind, {", ".join(fields)}')
     try:
-      values[key] = float(value) if fields[key] in (float, 'float') else int(value)
+      out[key] = float(value) if fields[key] in (float, 'float') else int(value)
     except ValueError:
       raise ValueError(f'synthetic source: {key}={value!r} is not a number') from None
-  spec = MarkovSpec(**values)
+  return out
+
+
+def _markov_problems(spec: MarkovSpec) -> list[str]:
+  found = []
   if not (2 <= spec.branching <= spec.vocab and spec.alpha > 0 and spec.doc_len >= 2):
-    raise ValueError(f'synthetic source: need 2 <= branching <= vocab, alpha > 0, '
-                     f'doc_len >= 2; got {spec}')
+    found.append('need 2 <= branching <= vocab, alpha > 0, doc_len >= 2')
   if not (1 <= spec.order < spec.doc_len and spec.zipf >= 0):
-    raise ValueError(f'synthetic source: need 1 <= order < doc_len and zipf >= 0; got {spec}')
-  if spec.vocab ** spec.order > MAX_CONTEXTS:
-    raise ValueError(f'synthetic source: vocab^order = {spec.vocab ** spec.order} contexts; '
-                     f'at most {MAX_CONTEXTS}')
-  return spec
+    found.append('need 1 <= order < doc_len and zipf >= 0')
+  if not found and spec.vocab ** spec.order > MAX_CONTEXTS:
+    found.append(f'vocab^order = {spec.vocab ** spec.order} contexts; at most {MAX_CONTEXTS}')
+  return found
+
+
+def source(spec, num_docs: int = 2**31 - 1, offset: int = 0):
+  """The document source of a parsed spec (MarkovSource or facts.FactsSource)."""
+  cls = facts.FactsSource if isinstance(spec, facts.FactsSpec) else MarkovSource
+  return cls(spec, num_docs=num_docs, offset=offset)
 
 
 def _draw_table(spec: MarkovSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -117,6 +145,8 @@ class MarkovSource:
   endless = True  # i.i.d. documents: the pipeline neither shuffles nor counts epochs
 
   def __init__(self, spec: MarkovSpec, num_docs: int = 2**31 - 1, offset: int = 0):
+    if not isinstance(spec, MarkovSpec):
+      raise ValueError(f'this needs the synthetic Markov language; got kind={spec.kind}')
     self.spec, self._num_docs, self._offset = spec, num_docs, offset
     self.successors, self.probs = _draw_table(spec)
     self.num_contexts = len(self.probs)
