@@ -9,6 +9,7 @@ import pytest
 
 from llmjax.data import pipeline, pystdlib, synthetic
 from llmjax.eval import builtin, builtin_code, builtin_synthetic, tasks
+from llmjax.eval.tasks import TaskError
 
 CODE_SPLITS = [(0.01, 0), (0.03, 5)]  # (eval_fraction, split_seed): the default and another
 
@@ -204,3 +205,13 @@ def test_a_trained_model_is_above_chance_and_at_most_the_ceiling(tmp_path):
     got = runner.evaluate_task(task, model, run.tokenizer)
     acc, se = got['acc'], got['acc_stderr']
     assert task.chance['acc'] + 3 * se < acc <= task.ceiling['acc'] + 3 * se, (name, got)
+
+
+def test_synthetic_tasks_refuse_a_language_other_than_the_markov_chain():
+  pytest.importorskip('llmjax.data.facts')  # the facts language, where it exists
+  source = ('synthetic:kind=facts,keys=64,zipf=1.2,key_len=2,key_symbols=8,value_len=2,'
+            'value_symbols=8,options=3,seed=0,doc_len=24')
+  assert builtin.names_for(source) == []
+  with pytest.raises(TaskError, match="the synthetic tasks read a Markov chain; .* is a "
+                                      "FactsSpec language"):
+    builtin.build('synthetic_chain', pipeline.DataConfig(source=source))

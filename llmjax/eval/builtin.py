@@ -21,8 +21,11 @@ BUILTIN = {**CODE, **SYNTHETIC}
 
 
 def names_for(data_source: str) -> list[str]:
-  """The built-in tasks a run on `data_source` can be evaluated on."""
-  return list(SYNTHETIC if data_source.startswith('synthetic:') else CODE)
+  """The built-in tasks a run on `data_source` can be evaluated on (none for a synthetic
+  language other than the Markov chain)."""
+  if data_source.startswith('synthetic:'):
+    return list(SYNTHETIC) if builtin_synthetic.applies(data_source) else []
+  return list(CODE)
 
 
 def build(name: str, data_cfg, seed: int = 0, max_examples: int | None = None) -> Task:
@@ -34,7 +37,8 @@ def build(name: str, data_cfg, seed: int = 0, max_examples: int | None = None) -
   if (name in SYNTHETIC) != synthetic_run:
     needs = 'the synthetic language' if name in SYNTHETIC else 'text'
     raise TaskError(f'task {name!r} needs a run on {needs}; this run trains on '
-                    f'{data_cfg.source!r} (its tasks: {", ".join(names_for(data_cfg.source))})')
+                    f'{data_cfg.source!r} (its tasks: '
+                    f'{", ".join(names_for(data_cfg.source)) or "none built in"})')
   sized = {} if max_examples is None else {'max_examples': max_examples}
   try:
     if synthetic_run:

@@ -38,8 +38,22 @@ SCORE_DECIMALS = 9  # log-scores equal to this many decimals are ties
 
 
 def parse(spec: str) -> synthetic.MarkovSpec:
-  """'synthetic:vocab=64,...' (or the part after 'synthetic:') -> MarkovSpec."""
-  return synthetic.parse_spec(spec.removeprefix('synthetic:'))
+  """'synthetic:vocab=64,...' (or the part after 'synthetic:') -> MarkovSpec; ValueError
+  for another synthetic language, whose documents these tasks cannot draw or score."""
+  parsed = synthetic.parse_spec(spec.removeprefix('synthetic:'))
+  if not isinstance(parsed, synthetic.MarkovSpec):
+    raise ValueError(f'the synthetic tasks read a Markov chain; {spec!r} is a '
+                     f'{type(parsed).__name__} language')
+  return parsed
+
+
+def applies(spec: str) -> bool:
+  """Whether these tasks can be made for a run on `spec` (a Markov-chain language)."""
+  try:
+    parse(spec)
+  except ValueError:
+    return False
+  return True
 
 
 def _documents(spec: synthetic.MarkovSpec, length: int, count: int, seed: int) -> tuple:

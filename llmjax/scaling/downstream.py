@@ -246,7 +246,7 @@ def at_chance_sentence(column: str, pts: pd.DataFrame, chance: float) -> str | N
   if value - chance > Z_AT_CHANCE * stderr:
     return None
   return (f'`{column}` is still at chance at the largest compute, {top["C"].iloc[0]:.3g} '
-          f'FLOPs: {value:.4g} ± {stderr:.2g} against chance {chance:.4g} (within '
+          f'FLOPs: {value:.4g} ± {stderr:.2g} against chance {chance:.4g} (not above it by '
           f'{Z_AT_CHANCE:g} standard errors), so no sigmoid is fitted to it.')
 
 
@@ -282,10 +282,12 @@ def analyse_metric(table: pd.DataFrame, task: str, metric: str, *, bootstrap: in
   return TaskMetric(task, metric, pts, chance, ceiling, sentence, fitted, why)
 
 
-def analyse(table: pd.DataFrame, *, bootstrap: int = 200, seed: int = 0) -> list[TaskMetric]:
-  """Every task metric of a results table (none when it has no task columns)."""
+def analyse(table: pd.DataFrame, *, bootstrap: int = 200, seed: int = 0,
+            domains: bool = True) -> list[TaskMetric]:
+  """Every task metric of a results table (none when it has no task columns); without
+  `domains`, only whole tasks (not NAME/DOMAIN)."""
   return [analyse_metric(table, task, metric, bootstrap=bootstrap, seed=seed)
-          for task, metric in task_columns(table)]
+          for task, metric in task_columns(table) if domains or '/' not in task]
 
 
 def _fmt(x: float) -> str:

@@ -29,6 +29,15 @@ def _bounds(ax, m: TaskMetric) -> None:
     ax.axhline(m.ceiling, label=f'ceiling {m.ceiling:.3g}', **_CEILING)
 
 
+def _keep_points_in_view(ax, values, *also: float) -> None:
+  """y limits around the points (and `also`), so a wide bootstrap band cannot flatten them."""
+  shown = np.concatenate([np.asarray(values, np.float64), np.asarray(also, np.float64)])
+  shown = shown[np.isfinite(shown)]
+  low, high = float(shown.min()), float(shown.max())
+  pad = 0.15 * (high - low) or 0.1 * abs(high) or 0.1
+  ax.set_ylim(low - pad, high + pad)
+
+
 def _compute_grid(pts: pd.DataFrame) -> np.ndarray:
   return np.logspace(math.log10(pts['C'].min()), math.log10(pts['C'].max()), 100)
 
@@ -50,6 +59,9 @@ def _metric_panel(ax, m: TaskMetric) -> None:
     if draws:
       ax.fill_between(grid, *np.percentile(draws, [2.5, 97.5], axis=0), color='tab:green',
                       alpha=0.2, linewidth=0, label='95% bootstrap band')
+  _keep_points_in_view(ax, pd.concat([pts['value'] - pts['stderr'].fillna(0),
+                                      pts['value'] + pts['stderr'].fillna(0)]),
+                       m.chance, m.ceiling)
   _bounds(ax, m)
   ax.set_xscale('log')
   log_axis(ax, 'x')
@@ -92,6 +104,7 @@ def plot_two_step(m: TaskMetric) -> Figure:
                                               [2.5, 97.5], axis=0),
                          color='tab:green', alpha=0.2, linewidth=0, label='95% bootstrap band')
   loss_ax.axhline(fitted.loss_law.E, label=f'fitted E {fitted.loss_law.E:.3g}', **_CHANCE)
+  _keep_points_in_view(loss_ax, pts['loss'], fitted.loss_law.E)
   loss_ax.set(xscale='log', xlabel=COMPUTE, ylabel=TASK_LOSS, title='step 1: compute -> loss')
   log_axis(loss_ax, 'x')
   metric_ax.errorbar(pts['loss'], pts['value'], yerr=pts['stderr'].fillna(0), fmt='o', ms=4,
