@@ -1,0 +1,48 @@
+"""Classification fine-tuning of a base.py model: is a standard-library function from a
+library module or a test file (the built-in code_classify task)?
+
+finetune.task=classify: each example is a function's text (its oldest tokens dropped to fit
+data.seq_len) and the task's prompt; the head reads the hidden state of the last token at
+the label words' distinguishing tokens (' library' / ' test' -> 'l' / 't' after ' '), with a
+cross-entropy over the two labels. Training examples come from files the pretraining split
+trains on (builtin_code.training_examples, 200 sampled files); eval/acc and eval/f1_macro are
+measured on code_classify's 100 held-out, balanced examples (chance 0.5), and eval.tasks
+scores the same examples by label-word likelihood (the Evaluation issue's classify metric).
+
+Run (2-core CPU):
+  python -m llmjax.main --config experiments/finetune/classify.py --workdir runs/cls \
+      --config.init_from=runs/base
+Result: see MEASURED below (filled in from the run that produced it).
+"""
+
+import importlib.util
+import pathlib
+
+MEASURED = 'not measured yet'
+
+
+def _base_config():
+  path = pathlib.Path(__file__).resolve().parents[1] / 'base.py'
+  spec = importlib.util.spec_from_file_location('llmjax_experiment_base', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def get_config(variant: str = ''):
+  del variant
+  config = _base_config()  # the model of runs/base: init_from needs the same shapes
+  config.finetune.task = 'classify'
+  config.finetune.train_data = 'builtin:code_classify'
+  config.finetune.truncate = 'left'  # functions longer than a row keep their end
+  config.data.packing = 'first_fit'  # whole examples, segment ids keep them apart
+  config.data.global_batch_size = 16  # B
+  config.optim.lr = 1e-3  # peak learning rate of the fine-tune
+  config.optim.warmup_steps = 5
+  config.train.steps = 60
+  config.train.log_every = 10
+  config.train.eval_every = 30
+  config.train.eval_batches = 16  # all of the 100 held-out examples
+  config.eval.tasks = 'code_classify'  # label-word likelihood on the same held-out examples
+  config.checkpoint.every_steps = 60
+  return config

@@ -1,0 +1,47 @@
+"""Supervised fine-tuning of a base.py model on (prompt, completion) pairs: a standard-library
+function's first lines -> its next line (the built-in code_next_line task's material).
+
+finetune.task=sft: the completion is the true next line and a newline; the loss counts
+completion tokens only, examples packed whole with segment ids. Training examples come from
+files the pretraining split trains on (builtin_code.training_examples, 200 sampled files);
+eval/loss is the completion loss on code_next_line's held-out examples, and eval.tasks scores
+them as 4-way multiple choice (acc, acc_norm: the Evaluation issue's metrics). Your own data:
+--config.finetune.train_data=jsonl:TRAIN --config.finetune.eval_data=jsonl:EVAL with
+{"prompt", "completion"} or {"messages": [{"role", "text"}, ...]} lines.
+
+Run (2-core CPU):
+  python -m llmjax.main --config experiments/finetune/sft.py --workdir runs/sft \
+      --config.init_from=runs/base
+Result: see MEASURED below (filled in from the run that produced it).
+"""
+
+import importlib.util
+import pathlib
+
+MEASURED = 'not measured yet'
+
+
+def _base_config():
+  path = pathlib.Path(__file__).resolve().parents[1] / 'base.py'
+  spec = importlib.util.spec_from_file_location('llmjax_experiment_base', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def get_config(variant: str = ''):
+  del variant
+  config = _base_config()  # the model of runs/base: init_from needs the same shapes
+  config.finetune.task = 'sft'
+  config.finetune.train_data = 'builtin:code_next_line'
+  config.finetune.truncate = 'left'
+  config.data.packing = 'first_fit'  # whole examples, segment ids keep them apart
+  config.data.global_batch_size = 16  # B
+  config.optim.lr = 1e-3  # peak learning rate of the fine-tune
+  config.optim.warmup_steps = 5
+  config.train.steps = 60
+  config.train.log_every = 10
+  config.train.eval_every = 30
+  config.eval.tasks = 'code_next_line'  # 4-way multiple choice on the held-out examples
+  config.checkpoint.every_steps = 60
+  return config
