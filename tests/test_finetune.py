@@ -194,3 +194,16 @@ def test_builtin_training_examples_never_come_from_held_out_files():
     assert not {e['source'] for e in train} & held_out, name
   evaluated = builtin_code.code_classify().examples
   assert {e['source'] for e in evaluated} <= held_out
+
+
+def test_classify_rows_pool_the_last_token_of_a_decoder_and_the_cls_token_of_an_encoder():
+  example = {'id': 'f line 1', 'text': 'abcdef', 'label': 1}
+  prefix = TOKENIZER.encode(' ').tolist()
+  decoder = encode.classify_row(example, TOKENIZER, prefix, True, 16, 'error')
+  assert decoder['inputs'].tolist() == [TOKENIZER.eot_id, *b'abcdef', *b' ']
+  assert decoder['weights'].tolist() == [0.0] * 7 + [1.0] and decoder['targets'][-1] == 1
+  encoder = encode.classify_row(example, TOKENIZER, prefix, False, 4, 'left')
+  assert encoder['inputs'].tolist() == [TOKENIZER.eot_id, *b'def']  # cls kept, oldest text cut
+  assert encoder['weights'].tolist() == [1.0, 0, 0, 0] and encoder['targets'][0] == 1
+  with pytest.raises(examples.ExampleError, match='f line 1: 7 tokens exceed data.seq_len=4'):
+    encode.classify_row(example, TOKENIZER, prefix, False, 4, 'error')

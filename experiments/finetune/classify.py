@@ -12,13 +12,20 @@ scores the same examples by label-word likelihood (the Evaluation issue's classi
 Run (2-core CPU):
   python -m llmjax.main --config experiments/finetune/classify.py --workdir runs/cls \
       --config.init_from=runs/base
-Result: see MEASURED below (filled in from the run that produced it).
+Result (measured 2026-12-02 on /work/main/runs/base, base.py at 500 steps, 2-core CPU shared
+at load ~12; 60 steps of batch 16 in about 5 minutes; 3126 training examples; 34 held-out
+examples, the balanced share of code_classify's held-out files):
+  head on the held-out examples     before: acc 0.500, f1_macro 0.333 (always one label)
+                                    after:  acc 0.647 +- 0.079, f1_macro 0.597 +- 0.086
+  eval.tasks code_classify (label-word likelihood)
+                                    before: acc 0.500, f1_macro 0.333
+                                    after:  acc 0.529, f1_macro 0.396
+("before" of the head: llmjax.finetune.report.ClassifyMetrics on runs/base's parameters;
+of the task: runs/base/eval/500.json.)
 """
 
 import importlib.util
 import pathlib
-
-MEASURED = 'not measured yet'
 
 
 def _base_config():

@@ -12,13 +12,18 @@ them as 4-way multiple choice (acc, acc_norm: the Evaluation issue's metrics). Y
 Run (2-core CPU):
   python -m llmjax.main --config experiments/finetune/sft.py --workdir runs/sft \
       --config.init_from=runs/base
-Result: see MEASURED below (filled in from the run that produced it).
+Result (measured 2026-12-02 on /work/main/runs/base, base.py at 500 steps, 2-core CPU shared
+at load ~12; 60 steps of batch 16 in about 5 minutes; 6721 training examples, 200 held-out):
+  completion loss (eval/loss, nats per completion token)   before 1.772, after 1.370
+  eval.tasks code_next_line (4-way, chance 0.25)
+      before: acc 0.350, acc_norm 0.335, task nll 1.393
+      after:  acc 0.335, acc_norm 0.370, task nll 1.333
+(acc moves within its standard error, ~0.034; "before": the same eval rows on runs/base's
+parameters, and runs/base/eval/500.json.)
 """
 
 import importlib.util
 import pathlib
-
-MEASURED = 'not measured yet'
 
 
 def _base_config():
