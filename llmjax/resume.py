@@ -24,7 +24,7 @@ import time
 
 from llmjax import configs, runs
 
-NEVER = ('model', 'data', 'optim.name')
+NEVER = ('model', 'data', 'optim.name', 'lora')  # lora: the adapters' shapes
 FREE = ('mesh', 'metrics', 'checkpoint', 'eval')
 HISTORY_FILE = 'config_history.jsonl'
 

@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
   if args.command == 'report' and args.path.is_dir() and lr_transfer.applies(args.path):
     return _lr_transfer_report(args)  # a width x LR sweep: no IsoFLOP fits to make
   try:
-    pts = fit.points(_load(args.path), loss=args.loss, params=args.params)
+    table = _load(args.path)
+    pts = fit.points(table, loss=args.loss, params=args.params)
   except (ValueError, OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as e:
     print(f'llmjax.scaling: {args.path}: {e}', file=sys.stderr)
     return 2
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
   else:
     out = args.out or _default_out(args.path)
     fits = report.write_report(pts, out, loss=args.loss, params=args.params,
-                               bootstrap=args.bootstrap, seed=args.seed, fix=fix)
+                               bootstrap=args.bootstrap, seed=args.seed, fix=fix,
+                               tasks_table=table)  # its task columns: the downstream fits
     print(f'llmjax.scaling: report written to {out}')
   for name, flag in fits.all_flags():
     print(f'llmjax.scaling: warning: {name}: {flag.message}', file=sys.stderr)
