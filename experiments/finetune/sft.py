@@ -26,27 +26,15 @@ import importlib.util
 import pathlib
 
 
-def _base_config():
-  path = pathlib.Path(__file__).resolve().parents[1] / 'base.py'
-  spec = importlib.util.spec_from_file_location('llmjax_experiment_base', path)
+def _common():
+  path = pathlib.Path(__file__).resolve().parent / 'common.py'
+  spec = importlib.util.spec_from_file_location('llmjax_finetune_common', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module
 
 
 def get_config(variant: str = ''):
   del variant
-  config = _base_config()  # the model of runs/base: init_from needs the same shapes
-  config.finetune.task = 'sft'
-  config.finetune.train_data = 'builtin:code_next_line'
-  config.finetune.truncate = 'left'
-  config.data.packing = 'first_fit'  # whole examples, segment ids keep them apart
-  config.data.global_batch_size = 16  # B
-  config.optim.lr = 1e-3  # peak learning rate of the fine-tune
-  config.optim.warmup_steps = 5
-  config.train.steps = 60
-  config.train.log_every = 10
-  config.train.eval_every = 30
-  config.eval.tasks = 'code_next_line'  # 4-way multiple choice on the held-out examples
-  config.checkpoint.every_steps = 60
+  config = _common().fine_tune('sft', 'builtin:code_next_line', 'code_next_line')
   return config
