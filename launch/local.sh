@@ -106,6 +106,9 @@ kill_survivors() {
   if ((${#running[@]} > 0)); then
     kill -KILL "${!running[@]}" 2>/dev/null || true
   fi
+  if [[ -n ${sleeper:-} ]]; then
+    kill "$sleeper" 2>/dev/null || true
+  fi
 }
 trap interrupted INT TERM HUP
 trap kill_survivors EXIT
@@ -117,7 +120,11 @@ for ((i = 0; i < num_processes && status == 0; i++)); do
   echo "llmjax local: process $i: pid $! log $log_dir/process_$i.log"
 done
 
-# Polls rather than `wait -n`: it also works on old bash, and a trap can interrupt it.
+# Polls rather than `wait -n`: it also works on old bash. The pause is a background
+# sleep that the `wait` builtin waits for: a trapped signal ends that wait at once and
+# runs the trap (POSIX), whereas a foreground sleep leaves SIGINT to bash's heuristics
+# for a child that may have handled it, and a Ctrl-C could go unanswered.
+sleeper=
 while ((${#running[@]} > 0)); do
   for pid in "${!running[@]}"; do
     kill -0 "$pid" 2>/dev/null && continue
@@ -140,7 +147,9 @@ while ((${#running[@]} > 0)); do
     kill -KILL "${!running[@]}" 2>/dev/null || true
     deadline=
   fi
-  sleep 0.2
+  sleep 0.2 &
+  sleeper=$!
+  wait "$sleeper" || true  # > 128 when a trap interrupted it
 done
 if ((status == 0)); then
   echo "llmjax local: all $num_processes processes finished; logs in $log_dir"

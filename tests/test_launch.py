@@ -162,7 +162,14 @@ def test_stopping_local_sh_stops_its_processes_and_logs_go_to_the_workdir(tmp_pa
     os.killpg(proc.pid, signal.SIGINT)  # the terminal signals the whole foreground group
   else:
     proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=30)
+  try:
+    _, err = proc.communicate(timeout=30)
+  except subprocess.TimeoutExpired:  # say what was left running, then clean up
+    tree = subprocess.run(['ps', '-o', 'pid,stat,wchan:24,cmd', '--sid', str(proc.pid)],
+                          capture_output=True, text=True).stdout
+    os.killpg(proc.pid, signal.SIGKILL)
+    _, err = proc.communicate()
+    pytest.fail(f'local.sh still running 30 s after {how}:\n{tree}\nits stderr:\n{err}')
   assert proc.returncode == 130, err
   assert 'interrupted; stopping all processes' in err
   time.sleep(0.2)
