@@ -13,7 +13,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = pathlib.Path(__file__).with_name('golden') / 'launch'
-SCRIPTS = ['launch/local.sh', 'launch/slurm.sbatch', 'launch/slurm_submit.sh', 'launch/tpu_vm.sh']
+SCRIPTS = ['launch/local.sh', 'launch/slurm.sbatch', 'launch/slurm_submit.sh', 'launch/tpu_vm.sh',
+           'benchmarks/gpu.sh']
 ONE_B = 'experiments/preset.py:llama3.2-1b'
 SWEEP = 'experiments/scaling/cpu_small.py'
 
