@@ -37,9 +37,10 @@ def compile_train_step(exp: Experiment, mesh: jax.sharding.Mesh):
   tx, _ = optim.make(exp.optim, exp.model, exp.train.steps)
   rules = exp.mesh.rules
   with sharding.activation_rules(mesh, rules):
-    graphdef, state, shardings = step.abstract_state(exp.model, tx, exp.train.seed, mesh, rules)
+    graphdef, state, shardings = step.abstract_state(exp.model, tx, exp.train.seed, mesh, rules,
+                                                     exp.lora)
     batch_sharding = sharding.data_sharding(mesh, rules)
-    step_fn = step.jit_train_step(graphdef, tx, exp.train, shardings, batch_sharding)
+    step_fn = step.jit_train_step(graphdef, tx, exp.train, shardings, batch_sharding, exp.lora)
     compiled = step_fn.lower(state, abstract_batch(exp.data, batch_sharding)).compile()
   return compiled, state
 
@@ -59,7 +60,8 @@ def memory_report(exp: Experiment, mesh: jax.sharding.Mesh) -> dict[str, float]:
   donated = stats.alias_size_in_bytes  # the new state reuses the old state's buffers
   return {
       'params_bytes': bytes_per_device(state.params),
-      'optimizer_bytes': bytes_per_device(state.opt_state),
+      'adapter_bytes': bytes_per_device(state.adapters),  # LoRA's; 0 without
+      'optimizer_bytes': bytes_per_device(state.opt_state),  # of the adapters under LoRA
       'arguments_bytes': stats.argument_size_in_bytes,
       'temp_bytes': stats.temp_size_in_bytes,
       'outputs_not_donated_bytes': stats.output_size_in_bytes - donated,
@@ -75,6 +77,7 @@ def format_report(exp: Experiment, mesh: jax.sharding.Mesh, report: dict[str, fl
   rows_per_device = exp.data.global_batch_size // sharding.data_parallel_size(
       dict(mesh.shape), exp.mesh.rules)
   memory = [('parameters', report['params_bytes']),
+            *([('LoRA adapters', report['adapter_bytes'])] if report['adapter_bytes'] else []),
             ('optimizer state', report['optimizer_bytes']),
             ('inputs (state and batch)', report['arguments_bytes']),
             ('activations and temporaries', report['temp_bytes']),

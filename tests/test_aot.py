@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from llmjax import aot, configs, flops, sharding
@@ -34,6 +35,23 @@ def test_parameters_and_optimizer_state_split_evenly_over_fsdp():
   assert "mesh {'data': 1, 'fsdp': 8, 'tensor': 1}, 1 x 32 tokens per device" in text
   assert f"\n  {'parameters':<40}{aot.human_bytes(report['params_bytes']):>12}\n" in text
   assert 'warning' not in text  # 4 heads, 2 kv heads, tensor axis 1
+
+
+def test_under_lora_the_optimizer_state_holds_only_the_adapters():
+  config = configs.defaults()
+  config.model.update(vocab_size=264, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                      mlp_dim=128, max_len=32)
+  config.data.update(seq_len=32, global_batch_size=8)
+  config.lora.rank = 2
+  exp = configs.build(config, 1)
+  mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+  report = aot.memory_report(exp, mesh)
+  assert report['params_bytes'] == flops.param_counts(exp.model)['total'] * 4
+  # AdamW's two moments of the adapters only (a few counters besides), far below the
+  # parameters' 2x that full fine-tuning needs.
+  assert 0 < report['adapter_bytes'] < report['params_bytes'] / 10
+  assert 0 <= report['optimizer_bytes'] - 2 * report['adapter_bytes'] < 64
+  assert 'LoRA adapters' in aot.format_report(exp, mesh, report)
 
 
 @pytest.mark.parametrize('size, text', [
