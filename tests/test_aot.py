@@ -16,11 +16,16 @@ from llmjax.model.config import from_preset
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_parameters_and_optimizer_state_split_evenly_over_fsdp():
+def _tiny_config():
   config = configs.defaults()
   config.model.update(vocab_size=264, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2,
                       mlp_dim=128, max_len=32)
   config.data.update(seq_len=32, global_batch_size=8)
+  return config
+
+
+def test_parameters_and_optimizer_state_split_evenly_over_fsdp():
+  config = _tiny_config()
   config.mesh.fsdp = 8
   exp = configs.build(config, 8)
   mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor)
@@ -38,10 +43,7 @@ def test_parameters_and_optimizer_state_split_evenly_over_fsdp():
 
 
 def test_under_lora_the_optimizer_state_holds_only_the_adapters():
-  config = configs.defaults()
-  config.model.update(vocab_size=264, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2,
-                      mlp_dim=128, max_len=32)
-  config.data.update(seq_len=32, global_batch_size=8)
+  config = _tiny_config()
   config.lora.rank = 2
   exp = configs.build(config, 1)
   mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
