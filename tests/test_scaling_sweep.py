@@ -43,6 +43,18 @@ def test_isoflop_trials_match_their_budget(name):
     assert sum(t.tags['budget'] == budget for t in sw.trials) >= 3
 
 
+@pytest.mark.parametrize('name', ['cpu_small.py', 'synthetic_entropy.py', 'mup_transfer.py'])
+def test_every_trial_of_the_cpu_sweeps_is_a_valid_experiment(name):
+  experiments = runner.build_all(_load(str(SWEEPS / name)), num_devices=1)
+  assert experiments and all(exp.model.num_heads >= 1 for exp in experiments.values())
+
+
+def test_ladder_widths_below_one_head_get_one_narrow_head():
+  shapes = [t.overrides for t in grids.model_sizes([(16, 1), (48, 1), (64, 2)])]
+  assert [(s['model.num_heads'], s['model.head_dim']) for s in shapes] == [(1, 16), (1, 32),
+                                                                            (2, 32)]
+
+
 def test_trial_names_are_stable():
   # Names are folder names of runs already on disk: change them only with a note.
   names = [t.name for t in _load(str(SWEEPS / 'cpu_small.py')).trials]

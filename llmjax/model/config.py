@@ -89,9 +89,9 @@ def _llama(d_model, num_layers, num_heads, num_kv_heads, mlp_dim, vocab_size=320
 
 
 def ladder_shape(d_model: int, num_layers: int) -> dict:
-  """Shape of a modern model for scaling sweeps: head dim 32 (D < 256) or 64, SwiGLU width
-  ~8/3 D rounded up to a multiple of 32."""
-  head_dim = 32 if d_model < 256 else 64
+  """Shape of a modern model for scaling sweeps: head dim 32 (D < 256) or 64 (one head of
+  width D below 32), SwiGLU width ~8/3 D rounded up to a multiple of 32."""
+  head_dim = min(d_model, 32 if d_model < 256 else 64)
   heads = d_model // head_dim
   return dict(d_model=d_model, num_layers=num_layers, num_heads=heads,
               num_kv_heads=heads, head_dim=head_dim,

@@ -43,7 +43,10 @@ class LossLaw:
 
   @property
   def G(self):
-    return np.power(self.alpha * self.A / (self.beta * self.B), 1 / (self.alpha + self.beta))
+    # NaN, quietly, for a law with a negative exponent (a bootstrap resample can fit one):
+    # it has no compute-optimal allocation, and the diagnostics say so.
+    with np.errstate(invalid='ignore'):
+      return np.power(self.alpha * self.A / (self.beta * self.B), 1 / (self.alpha + self.beta))
 
   def n_opt(self, C):
     return self.G * np.power(np.asarray(C, float) / 6, self.a)
