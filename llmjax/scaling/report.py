@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
-from llmjax.scaling import diagnostics, downstream, downstream_plots, fit, holdout, kaplan, plots
+from llmjax.scaling import (diagnostics, downstream, downstream_plots, finetune_transfer,
+                            finetune_transfer_plots, fit, holdout, kaplan, plots)
 from llmjax.scaling.plots import (plot_fitted_vs_observed, plot_holdout, plot_isoflops,  # noqa: F401
                                   plot_loss_vs_compute, plot_optimal_allocation, plot_residuals,
                                   plot_single_laws)
@@ -106,13 +107,15 @@ def write_report(table_or_points, out_dir, *, params: str = 'N', loss: str = 'ev
     bootstrap, seed: resamples for the intervals, and their seed.
     fix: Approach 3's parameters held fixed, e.g. {'E': 1.48} (see fit.approach3).
     tasks_table: the results table whose task/NAME/METRIC columns get the downstream
-      section (llmjax.scaling.downstream); table_or_points itself if None.
+      section (llmjax.scaling.downstream) and whose fine-tune trials get the fine-tuning
+      transfer section (llmjax.scaling.finetune_transfer); table_or_points itself if None.
   Returns:
-    The fits.
+    The fits (of the pretraining trials only: a fine-tune's loss is another task's).
   """
   pts = table_or_points
   if not (isinstance(pts, pd.DataFrame) and 'excluded' in pts.attrs):  # not fit.points yet
-    pts = fit.points(table_or_points, loss=loss, params=params)
+    pts = fit.points(finetune_transfer.pretraining_rows(_as_table(table_or_points)), loss=loss,
+                     params=params)
   budgets = list(budgets_to_predict or default_budgets(pts))
   fits = run_fits(pts, bootstrap=bootstrap, seed=seed, fix=fix, budgets=budgets)
   out = pathlib.Path(out_dir)
@@ -124,16 +127,30 @@ def write_report(table_or_points, out_dir, *, params: str = 'N', loss: str = 'ev
     written.append(name)
   settings = {'loss': loss, 'params': params, 'bootstrap': bootstrap, 'seed': seed,
               'fix': dict(fix or {})}
-  # Task metrics (task/NAME/METRIC columns): the two-step law, its figures and section.
-  tasks, task_lines = downstream_plots.write(
-      table_or_points if tasks_table is None else tasks_table, out, bootstrap=bootstrap,
-      seed=seed)
+  table = _as_table(table_or_points if tasks_table is None else tasks_table)
+  # Task metrics (task/NAME/METRIC columns) of the pretraining trials: the two-step law.
+  tasks, task_lines = downstream_plots.write(finetune_transfer.pretraining_rows(table), out,
+                                             bootstrap=bootstrap, seed=seed)
+  curves, transfer_lines = finetune_transfer_plots.write(table, out, bootstrap=bootstrap,
+                                                         seed=seed)
+  transfer = {'finetune_transfer': finetune_transfer.to_dict(curves)} if curves else {}
   (out / 'fit.json').write_text(json.dumps(_plain({
-      **_report_dict(fits, budgets, settings), 'downstream': downstream.to_dict(tasks)}),
-                                           indent=2))
+      **_report_dict(fits, budgets, settings), 'downstream': downstream.to_dict(tasks),
+      **transfer}), indent=2))
   (out / 'summary.md').write_text(summary_markdown(fits, budgets, settings, plots=written) +
-                                  ''.join(line + '\n' for line in task_lines))
+                                  ''.join(line + '\n' for line in task_lines + transfer_lines))
   return fits
+
+
+def _as_table(table_or_path) -> pd.DataFrame:
+  """A results table given as a DataFrame, a sweep workdir (rebuilt) or a CSV path."""
+  if isinstance(table_or_path, pd.DataFrame):
+    return table_or_path
+  path = pathlib.Path(table_or_path)
+  if path.is_dir():
+    from llmjax.scaling import results  # brings in JAX and the model: only sweeps need it
+    return results.load(path)
+  return pd.read_csv(path)
 
 
 def _report_dict(fits: Fits, budgets: list[float], settings: dict) -> dict:

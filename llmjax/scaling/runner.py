@@ -11,6 +11,14 @@ Layout of a sweep workdir:
 A finished trial is skipped; an interrupted one resumes from its checkpoints; a failed
 one is retried. Trials run in this process (one after another), or one per job with
 `--trial_index` on a cluster.
+
+A trial may warm-start from an earlier trial of the same sweep: `init_from='trial:NAME'`
+(or 'trial:NAME:STEP') is WORKDIR/trials/NAME, resolved when the trial runs, so one sweep
+pretrains and then fine-tunes. The source must be in the sweep, earlier in its order, with
+the same parameter shapes (checked when the sweep loads); a source not done when its
+dependent runs (a cluster job started too early) fails the dependent with a sentence
+naming it, and a later rerun runs it. The hash and config.json keep 'trial:NAME', so a
+moved sweep folder still resumes.
 """
 
 import dataclasses
@@ -25,7 +33,7 @@ import traceback
 import jax
 from ml_collections import config_dict
 
-from llmjax import configs, provenance, train
+from llmjax import configs, provenance, runs, train, warmstart
 from llmjax.data.sources import DataError
 from llmjax.scaling import grids
 
@@ -33,6 +41,11 @@ DONE, FAILED, RUNNING, INTERRUPTED, PENDING = 'done', 'failed', 'running', 'inte
 # The sections that define what a trial computes; mesh, metrics and checkpoint settings may
 # change between resumes without making it another trial.
 HASHED_SECTIONS = ('model', 'data', 'optim', 'train', 'init_from')
+TRIAL_PREFIX = 'trial:'  # init_from naming another trial of the same sweep
+
+
+class DependencyError(Exception):
+  """A trial's warm-start source (another trial) cannot start it yet."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +85,59 @@ def build_all(sw: SweepSpec, num_devices: int) -> dict[str, configs.Experiment]:
       problems.append(f'trial {trial.name!r}:\n  ' + str(e).replace('\n', '\n  '))
   if problems:
     raise configs.ConfigError('\n'.join(problems))
+  check_sources(sw, experiments)
   return experiments
+
+
+def source_trial(init_from: str) -> tuple[str, int | None] | None:
+  """'trial:NAME[:STEP]' -> (NAME, STEP or None for the newest); None for other specs."""
+  if not init_from.startswith(TRIAL_PREFIX):
+    return None
+  name, step = runs.parse_spec(init_from[len(TRIAL_PREFIX):])
+  return str(name), step
+
+
+def check_sources(sw: SweepSpec, experiments: dict[str, configs.Experiment]) -> None:
+  """Every 'trial:NAME' source is in the sweep, before its dependent (so one in-process
+  sweep has trained it by then), and holds a model of the dependent's shapes."""
+  order = {t.name: i for i, t in enumerate(sw.trials)}
+  problems = []
+  for trial in sw.trials:
+    source = source_trial(experiments[trial.name].init_from)
+    if source is None:
+      continue
+    name = source[0]
+    where = f'trial {trial.name!r}: init_from={experiments[trial.name].init_from!r}'
+    if name not in order:
+      problems.append(f'{where}: the sweep has no trial {name!r}')
+    elif order[name] >= order[trial.name]:
+      problems.append(f'{where}: trial {name!r} comes at index {order[name]}, not before '
+                      f'this one (index {order[trial.name]}); list sources first')
+    else:
+      mismatch = warmstart.shape_mismatch(experiments[name].model, experiments[trial.name].model)
+      if mismatch:
+        problems.append(f'{where}: its model has other parameter shapes: ' + '; '.join(mismatch))
+  if problems:
+    raise configs.ConfigError('\n'.join(problems))
+
+
+def resolve_source(workdir: pathlib.Path, exp: configs.Experiment) -> configs.Experiment:
+  """`exp` with a 'trial:NAME[:STEP]' init_from replaced by that trial's folder; raises
+  DependencyError unless the source trial is done."""
+  source = source_trial(exp.init_from)
+  if source is None:
+    return exp
+  name, step = source
+  status = read_status(workdir, name)['status']
+  if status != DONE:
+    raise DependencyError(f'it starts from trial {name!r}, which is {status}, not done; rerun '
+                          f'the sweep once {name!r} has finished (done trials are skipped)')
+  spec = str(trial_dir(workdir, name)) + ('' if step is None else f':{step}')
+  try:
+    warmstart.check(spec, exp.model)
+  except (FileNotFoundError, ValueError) as e:
+    raise DependencyError(f'trial {name!r} cannot start it: {e}') from None
+  return dataclasses.replace(exp, init_from=spec)
 
 
 def trial_dir(workdir: pathlib.Path, name: str) -> pathlib.Path:
@@ -93,7 +158,10 @@ def config_hash(exp: configs.Experiment) -> str:
 
 def write_manifest(workdir: pathlib.Path, sw: SweepSpec, overrides: list[str]) -> None:
   """sweep.json: everything a cluster script needs to fan the sweep out."""
-  rows = [{'index': i, **grids.describe(sw.base, t), 'overrides': dict(t.overrides)}
+  rows = [{'index': i, **grids.describe(sw.base, t), 'overrides': dict(t.overrides),
+           # pretraining (lm) or a fine-tune: which fits a trial's row belongs to
+           'finetune_task': grids.trial_config(sw.base, t).finetune.task,
+           'init_from': grids.trial_config(sw.base, t).init_from}
           for i, t in enumerate(sw.trials)]
   manifest = {'config': sw.config_file, 'overrides': overrides, 'trials': rows}
   _write_json(workdir / 'sweep.json', manifest)
@@ -125,10 +193,11 @@ def run_trial(workdir: pathlib.Path, trial: grids.Trial, exp: configs.Experiment
     _write_json(folder / 'trial.json', record)
   start = time.perf_counter()
   try:
-    train.run(exp, folder, configs.as_dict(exp))
+    # config.json keeps the unresolved 'trial:NAME': a moved sweep folder still resumes.
+    train.run(resolve_source(workdir, exp), folder, configs.as_dict(exp))
     complete = (folder / 'checkpoints' / str(exp.train.steps)).is_dir()
     record['status'] = DONE if complete else INTERRUPTED
-  except (DataError, FloatingPointError) as e:
+  except (DataError, FloatingPointError, DependencyError) as e:
     record.update(status=FAILED, error=f'{type(e).__name__}: {e}')
   except Exception as e:  # noqa: BLE001 - one broken trial must not sink the sweep
     record.update(status=FAILED, error=f'{type(e).__name__}: {e}')
