@@ -21,7 +21,7 @@ from ml_collections import config_dict, config_flags
 
 from llmjax import optim, profiler, sharding
 from llmjax.checkpoint import CheckpointConfig
-from llmjax.data import domains, pipeline, sources, synthetic
+from llmjax.data import domains, objectives, pipeline, sources, synthetic, tokenizers
 from llmjax.finetune.config import TASKS as FINETUNE_TASKS
 from llmjax.finetune.config import TRUNCATIONS, FinetuneConfig
 from llmjax.metrics import MetricsConfig
@@ -423,7 +423,7 @@ def _data_defaults(exp: Experiment) -> Experiment:
   if exp.data.source.startswith('synthetic:') and exp.train.sample_prompt == TrainConfig.sample_prompt:
     exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, sample_prompt=''))
   arch = options.ARCHITECTURES.get(exp.model.arch)  # an unknown name is reported later
-  if arch and not arch.causal and exp.train.sample_tokens == TrainConfig.sample_tokens:
+  if arch and not arch.decoder_only and exp.train.sample_tokens == TrainConfig.sample_tokens:
     exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, sample_tokens=0))
   return exp
 
@@ -437,15 +437,48 @@ def _check_arch(exp: Experiment, errors: list[str]) -> None:
                   f'; it trains on {" or ".join(map(repr, arch.objectives))}')
   if d.objective == 'mlm' and not 0.0 < d.mask_rate < 1.0:
     errors.append(f'config.data.mask_rate={d.mask_rate} must be in (0, 1)')
-  if not arch.causal and m.attention_impl == 'blockwise':
+  bidirectional = not arch.causal or arch.cross_attention  # an encoder (stack)
+  if bidirectional and m.attention_impl == 'blockwise':
     errors.append(f'config.model.attention_impl=\'blockwise\' computes causal attention '
                   f'only; model.arch={m.arch!r} attends both ways: use auto, einsum, xla or cudnn')
-  if not arch.causal and exp.eval.tasks:
+  if not arch.decoder_only and exp.eval.tasks:
     errors.append(f'config.eval.tasks={exp.eval.tasks!r}: the tasks score continuations with a '
                   f'decoder; model.arch={m.arch!r} cannot take them yet')
-  if not arch.causal and exp.train.sample_tokens > 0:
+  if not arch.decoder_only and exp.train.sample_tokens > 0:
     errors.append(f'config.train.sample_tokens={exp.train.sample_tokens}: model.arch='
-                  f'{m.arch!r} does not generate text; set train.sample_tokens=0')
+                  f'{m.arch!r} does not generate text from a prompt; set train.sample_tokens=0')
+  _check_encoder_decoder(exp, arch, errors)
+
+
+def _check_encoder_decoder(exp: Experiment, arch: options.ArchKind, errors: list[str]) -> None:
+  """Encoder-decoder fields (decoder depth, relative positions, unscaled scores) and the
+  span objective's own settings."""
+  m, d = exp.model, exp.data
+  crossing = [name for name, kind in options.ARCHITECTURES.items() if kind.cross_attention]
+  if m.num_decoder_layers < 0 or (m.num_decoder_layers and not arch.cross_attention):
+    errors.append(f'config.model.num_decoder_layers={m.num_decoder_layers}: the decoder stack '
+                  f'of model.arch={" or ".join(map(repr, crossing))} (0: as deep as the '
+                  f'encoder); model.arch={m.arch!r} has num_layers only')
+  if options.POSITIONS[m.positions].relative and not (
+      m.relative_buckets >= 4 and m.relative_max_distance > m.relative_buckets // 2):
+    errors.append(f'config.model: positions=relative needs relative_buckets >= 4 (got '
+                  f'{m.relative_buckets}) and relative_max_distance > relative_buckets // 2 '
+                  f'(got {m.relative_max_distance}; T5: 32 and 128)')
+  if not parametrization.is_sp(m) and (arch.cross_attention or not m.scale_scores):
+    errors.append(f'config.model.parametrization={m.parametrization!r}: muP\'s per-tensor '
+                  f'rules cover one stack with scaled scores; model.arch={m.arch!r} with '
+                  f'scale_scores={m.scale_scores} trains in sp only (set parametrization=sp)')
+  if d.objective != 'span':
+    return
+  if d.packing != 'first_fit':
+    errors.append(f'config.data.packing={d.packing!r}: data.objective=span packs whole '
+                  f'examples (an encoder input with its targets); set data.packing=first_fit')
+  if not 0.0 < d.noise_density < 1.0 or d.mean_span < 1.0:
+    errors.append(f'config.data: span corruption needs noise_density in (0, 1) (got '
+                  f'{d.noise_density}) and mean_span >= 1 (got {d.mean_span})')
+  elif exp.finetune.task != 'lm':
+    errors.append(f'config.finetune.task={exp.finetune.task}: fine-tuning encoder-decoders '
+                  f'is not supported yet (finetune.task=lm trains on data.objective)')
 
 
 def _check_rope(m: ModelConfig, errors: list[str]) -> None:
@@ -556,6 +589,26 @@ def _check_tokenizer(m: ModelConfig, d: pipeline.DataConfig, errors: list[str]) 
     errors.append(f'config.model.vocab_size={m.vocab_size} has no room for the mask token of '
                   f'data.objective=\'mlm\' (id {vocab}, one past data.tokenizer={d.tokenizer!r}'
                   f'): set model.vocab_size={vocab + 1}')
+  elif d.objective == 'span' and 0 < d.noise_density < 1 and d.mean_span >= 1:
+    _check_sentinels(m, d, errors)
+
+
+def _check_sentinels(m: ModelConfig, d: pipeline.DataConfig, errors: list[str]) -> None:
+  """Span corruption's sentinels exist (the tokenizer's own, or ids past a byte tokenizer's)
+  and fit in the model's embedding."""
+  try:
+    kind, _, spec = d.source.partition(':')
+    tokenizer = (synthetic.SyntheticTokenizer(synthetic.parse_spec(spec).vocab)
+                 if kind == 'synthetic' else tokenizers.load(d.tokenizer))
+    span = pipeline.span_corruption(tokenizer, d)
+  except objectives.ObjectiveError as e:
+    errors.append(f'config.{e}')
+    return
+  if max(span.sentinels) >= m.vocab_size:
+    errors.append(f'config.model.vocab_size={m.vocab_size} has no room for the '
+                  f'{len(span.sentinels)} sentinels of data.objective=\'span\' (ids '
+                  f'{min(span.sentinels)}..{max(span.sentinels)}, past data.tokenizer='
+                  f'{d.tokenizer!r}): set model.vocab_size={max(span.sentinels) + 1}')
 
 
 def _check_mesh(exp: Experiment, num_devices: int, errors: list[str]) -> None:

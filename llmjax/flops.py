@@ -30,24 +30,43 @@ def _norm_width(cfg: ModelConfig) -> int:
   return 2 if options.NORMS[cfg.norm].bias else 1  # scale (and bias) per feature
 
 
+def _attention_matmul_params(cfg: ModelConfig) -> int:
+  d, n, k, h = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  return d * n * h + 2 * d * k * h + n * h * d
+
+
 def _layer_matmul_params(cfg: ModelConfig) -> int:
-  d, n, k, h, f = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
-  attention = d * n * h + 2 * d * k * h + n * h * d
-  mlp = (3 if options.MLPS[cfg.mlp].gated else 2) * d * f
-  return attention + mlp
+  mlp = (3 if options.MLPS[cfg.mlp].gated else 2) * cfg.d_model * cfg.mlp_dim
+  return _attention_matmul_params(cfg) + mlp
 
 
-def _layer_vector_params(cfg: ModelConfig) -> int:
-  d, n, k, h, f = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
+def _attention_vector_params(cfg: ModelConfig) -> int:
+  """An attention sublayer's vectors: its norm, qk norms and biases."""
+  d, n, k, h = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
   norm_width = _norm_width(cfg)
-  count = 2 * d * norm_width
+  count = d * norm_width
   if cfg.qk_norm:
     count += 2 * h * norm_width
   if cfg.use_bias or cfg.qkv_bias:
     count += n * h + 2 * k * h
   if cfg.use_bias:
-    count += d + f + d
+    count += d
   return count
+
+
+def _layer_vector_params(cfg: ModelConfig) -> int:
+  mlp = cfg.d_model * _norm_width(cfg) + (cfg.mlp_dim + cfg.d_model if cfg.use_bias else 0)
+  return _attention_vector_params(cfg) + mlp
+
+
+def stack_params(cfg: ModelConfig) -> dict[str, int]:
+  """Parameters of each stack's blocks: 'decoder' (the stack that makes the logits, with its
+  cross-attention in an encoder-decoder) and 'encoder' (0 unless an encoder-decoder)."""
+  layer = _layer_matmul_params(cfg) + _layer_vector_params(cfg)
+  if not options.ARCHITECTURES[cfg.arch].cross_attention:
+    return {'decoder': cfg.num_layers * layer, 'encoder': 0}
+  cross = _attention_matmul_params(cfg) + _attention_vector_params(cfg)
+  return {'decoder': cfg.decoder_layers * (layer + cross), 'encoder': cfg.num_layers * layer}
 
 
 def param_counts(cfg: ModelConfig) -> dict[str, int]:
@@ -57,8 +76,12 @@ def param_counts(cfg: ModelConfig) -> dict[str, int]:
   head = 0 if cfg.tie_embeddings else d * v
   embedding += d * _norm_width(cfg) if cfg.embed_norm else 0
   final_norm = d * _norm_width(cfg) if cfg.norm_position == 'pre' else 0
-  layers = cfg.num_layers * (_layer_matmul_params(cfg) + _layer_vector_params(cfg))
-  non_embedding = layers + final_norm
+  stacks = stack_params(cfg)
+  if stacks['encoder']:
+    final_norm += d * _norm_width(cfg)  # the encoder's
+  if options.POSITIONS[cfg.positions].relative:  # a bucket x head table per stack
+    embedding += (2 if stacks['encoder'] else 1) * cfg.relative_buckets * cfg.num_heads
+  non_embedding = stacks['decoder'] + stacks['encoder'] + final_norm
   if options.ARCHITECTURES[cfg.arch].masked_lm_head:  # D x D, its bias and norm; a V bias
     non_embedding += d * d + d + d * _norm_width(cfg)
     head += v

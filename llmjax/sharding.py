@@ -25,7 +25,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 MESH_AXES = ('data', 'fsdp', 'tensor')
 
 # Logical names of parameter axes.
-PARAM_AXES = ('vocab', 'embed', 'heads', 'kv_heads', 'head_dim', 'mlp', 'layers')
+# 'buckets': relative-position buckets (T5), a small table kept whole on every device.
+PARAM_AXES = ('vocab', 'embed', 'heads', 'kv_heads', 'head_dim', 'mlp', 'layers', 'buckets')
 # Logical names of activation axes. Activations have their own names because the
 # model dim of a weight is sharded over fsdp while that of an activation is not.
 ACTIVATION_AXES = ('batch', 'length', 'act_embed', 'act_heads', 'act_kv_heads', 'act_mlp',
@@ -49,6 +50,7 @@ DEFAULT_RULES: tuple = (
     ('head_dim', None),
     ('mlp', 'tensor'),
     ('layers', None),
+    ('buckets', None),
 )
 
 

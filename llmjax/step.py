@@ -16,6 +16,7 @@ import optax
 from flax import nnx
 
 from llmjax import optim, sharding
+from llmjax.data import pipeline
 from llmjax.model import lora
 from llmjax.model.config import ModelConfig
 from llmjax.model.transformer import Transformer
@@ -126,6 +127,14 @@ def output_logits(logits: jax.Array) -> jax.Array:
   return logits
 
 
+def forward(model, batch: dict, dropout_key=None) -> jax.Array:
+  """The model's logits on a batch: its decoder's (or only) inputs, and its encoder's when
+  the batch has them (the loss is then on the decoder's targets)."""
+  encoder = {k: batch[k] for k in pipeline.ENCODER_KEYS if k in batch}
+  return model(batch['inputs'], batch['positions'], batch['segment_ids'],
+               dropout_key=dropout_key, **encoder)
+
+
 def cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
                   z_loss: float) -> tuple[jax.Array, jax.Array]:
   """Weighted sums over tokens of (NLL, z-loss term); logits in float32."""
@@ -149,7 +158,7 @@ def _gradients(params, batch: dict, rng, *, graphdef, num_microbatches: int, z_l
 
   def loss_fn(params, micro, key):
     model = nnx.merge(graphdef, weights(params))
-    logits = model(micro['inputs'], micro['positions'], micro['segment_ids'], dropout_key=key)
+    logits = forward(model, micro, key)
     nll, zl = cross_entropy(head(logits), micro['targets'], micro['weights'], z_loss)
     return (nll + zl) / total_weight, (nll, zl)
 
@@ -234,9 +243,9 @@ def eval_step(params: nnx.State, batch: dict, *, graphdef: nnx.GraphDef,
               head=output_logits) -> dict:
   """Sums over a batch's predicted tokens (sums, so batches add up exactly): NLL, target
   weight, and the weight of tokens whose top prediction is the target (next tokens for lm,
-  masked tokens for mlm)."""
+  masked tokens for mlm, the decoder's targets for span)."""
   model = nnx.merge(graphdef, params)
-  logits = head(model(batch['inputs'], batch['positions'], batch['segment_ids']))
+  logits = head(forward(model, batch))
   nll, _ = cross_entropy(logits, batch['targets'], batch['weights'], 0.0)
   hits = jnp.argmax(logits, axis=-1) == batch['targets']
   return {'nll': nll, 'weight': batch['weights'].sum(),

@@ -225,10 +225,10 @@ def test_warm_start_from_a_hugging_face_folder(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('hf_cfg, message', [
-    ({'model_type': 't5'}, "unsupported model_type 't5'; supported: gpt2, llama, mistral, qwen2, "
-                           "bert"),
-    ({'model_type': 'gpt2', 'activation_function': 'relu'},
-     r"activation_function='relu'; llmjax supports 'gelu_new' or 'gelu_pytorch_tanh'"),
+    ({'model_type': 'falcon'}, "unsupported model_type 'falcon'; supported: gpt2, llama, "
+                               "mistral, qwen2, bert, t5"),
+    ({'model_type': 'gpt2', 'activation_function': 'silu'},
+     r"activation_function='silu'; llmjax supports 'gelu_new' or 'gelu_pytorch_tanh'"),
     ({'model_type': 'gpt2', 'scale_attn_by_inverse_layer_idx': True},
      'scale_attn_by_inverse_layer_idx=True'),
     ({'model_type': 'llama', 'rope_scaling': {'rope_type': 'llama3', 'factor': 8.0}},
@@ -300,7 +300,7 @@ def test_vocabulary_must_fit(tmp_path):
     (dict(arch='encoder'), "as bert .*model.norm_position='pre' \\(needs 'post'\\); "
                            "model.embed_norm=False \\(needs True\\)"),
     (dict(positions='learned'), "as gpt2 .*model.norm='rmsnorm' \\(needs 'layernorm'\\); "
-                                "model.mlp='swiglu' \\(needs 'gelu' or 'gelu_exact'\\); "
+                                "model.mlp='swiglu' \\(needs 'gelu' or 'gelu_exact' or 'relu'\\); "
                                 "model.use_bias=False"),
 ])
 def test_export_refuses_what_hugging_face_cannot_express(tmp_path, changes, message):

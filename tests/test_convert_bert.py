@@ -103,7 +103,7 @@ def test_a_mup_encoder_exports_with_its_multipliers_folded(tmp_path, tied):
     (dict(norm_position='pre'), "as bert .*model.norm_position='pre' \\(needs 'post'\\)"),
     (dict(positions='rope'), "model.positions='rope' \\(needs 'learned'\\)"),
     (dict(num_kv_heads=1), 'model.num_kv_heads=1 \\(needs 3\\)'),
-    (dict(mlp='swiglu'), "model.mlp='swiglu' \\(needs 'gelu' or 'gelu_exact'\\)"),
+    (dict(mlp='swiglu'), "model.mlp='swiglu' \\(needs 'gelu' or 'gelu_exact' or 'relu'\\)"),
 ])
 def test_export_names_what_bert_cannot_express(tmp_path, changes, message):
   model = nnx.eval_shape(lambda: Transformer(dataclasses.replace(ENCODER, **changes),
@@ -117,7 +117,7 @@ def test_export_names_what_bert_cannot_express(tmp_path, changes, message):
     (dict(type_vocab_size=3), 'type_vocab_size=3; llmjax supports 2'),
     (dict(position_embedding_type='relative_key'), "position_embedding_type='relative_key'"),
     (dict(is_decoder=True), 'is_decoder=True'),
-    (dict(hidden_act='relu'), "hidden_act='relu'"),
+    (dict(hidden_act='silu'), "hidden_act='silu'"),
 ])
 def test_unsupported_bert_configs_are_named(changes, message):
   config = {**transformers.BertConfig(**BERT).to_dict(), **changes}

@@ -87,8 +87,8 @@ def test_export_family_is_chosen_and_checked(tmp_path):
       hf_config.config_to_hf(qwen, kind=kind)
   with pytest.raises(hf_config.ConversionError, match='model.qkv_bias=False \\(needs True\\)'):
     hf_config.config_to_hf(dataclasses.replace(qwen, qkv_bias=False), kind='qwen2')
-  with pytest.raises(hf_config.ConversionError, match="unknown Hugging Face family 't5'"):
-    hf_config.config_to_hf(qwen, kind='t5')
+  with pytest.raises(hf_config.ConversionError, match="unknown Hugging Face family 'falcon'"):
+    hf_config.config_to_hf(qwen, kind='falcon')
   with pytest.raises(hf_config.ConversionError,
                      match="as bert \\(chosen\\): model.arch='decoder' \\(needs 'encoder'\\)"):
     hf_config.config_to_hf(qwen, kind='bert')  # a decoder is no BERT

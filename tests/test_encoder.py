@@ -38,10 +38,13 @@ def _model(tiny_cfg, **changes):
 
 @pytest.mark.parametrize('arch', options.ARCHITECTURES)
 def test_a_later_token_reaches_earlier_positions_only_in_an_encoder(tiny_cfg, arch):
-  model = _model(tiny_cfg, **(BERT if arch == 'encoder' else {}))
+  model = _model(tiny_cfg, **(BERT if arch == 'encoder' else dict(arch=arch)))
   tokens = jax.random.randint(jax.random.key(0), (2, 16), 0, 256)
   changed = tokens.at[:, 9].set((tokens[:, 9] + 1) % 256)
-  diff = np.abs(np.asarray(model(tokens)) - np.asarray(model(changed))).max(-1)
+  # An encoder-decoder's decoder reads an encoder input too (the same one both times).
+  memory = {'encoder_inputs': tokens} if options.ARCHITECTURES[arch].cross_attention else {}
+  diff = np.abs(np.asarray(model(tokens, **memory)) - np.asarray(model(changed, **memory))
+                ).max(-1)
   if options.ARCHITECTURES[arch].causal:
     assert np.all(diff[:, :9] == 0.0), 'a decoder position saw a later token'
   else:

@@ -86,6 +86,18 @@ _ENCODER_ONLY = {
     'mlm_head.bias': P('tensor'),
 }
 _NOT_IN_ENCODER = ('blocks.mlp.w_gate', 'final_norm.scale')
+# The encoder-decoder (T5 v1.1: relative positions, unscaled scores, untied head): the
+# decoder's tensors, an encoder stack like them, cross-attention, one bias table per stack.
+_STACK = {k: v for k, v in GOLDEN_SPECS.items() if k.startswith('blocks.')}
+_ENCODER_DECODER_ONLY = {
+    **{k.replace('blocks.', 'encoder_blocks.'): v for k, v in _STACK.items()},
+    **{k.replace('.attn', '.cross_attn'): v for k, v in _STACK.items() if '.attn.' in k},
+    'blocks.cross_norm.scale': P(None, 'fsdp'),
+    'encoder_norm.scale': P('fsdp'),
+    'relative_bias.table': P(None, 'tensor'),
+    'encoder_relative_bias.table': P(None, 'tensor'),
+    'unembed': P('fsdp', 'tensor'),
+}
 GOLDEN_SPECS_BY_ARCH = {
     'decoder': (CFG, GOLDEN_SPECS),
     'encoder': (dataclasses.replace(CFG, arch='encoder', norm='layernorm',
@@ -93,6 +105,10 @@ GOLDEN_SPECS_BY_ARCH = {
                                     mlp='gelu_exact', use_bias=True),
                 {**{k: v for k, v in GOLDEN_SPECS.items() if k not in _NOT_IN_ENCODER},
                  **_ENCODER_ONLY}),
+    'encoder_decoder': (dataclasses.replace(CFG, arch='encoder_decoder', positions='relative',
+                                            scale_scores=False, mlp='geglu',
+                                            tie_embeddings=False, num_decoder_layers=3),
+                        {**GOLDEN_SPECS, **_ENCODER_DECODER_ONLY}),
 }
 
 

@@ -1,4 +1,4 @@
-"""Hugging Face `config.json` <-> ModelConfig for the GPT-2, Llama, Mistral, Qwen2 and BERT
+"""Hugging Face `config.json` <-> ModelConfig for the GPT-2, Llama, Mistral, Qwen2, BERT and T5
 families.
 
 Each family is one `Family` entry of `FAMILIES`: its class, the class defaults of its
@@ -35,6 +35,7 @@ class Family:
   written: dict = dataclasses.field(default_factory=dict)  # more keys export writes
   window: Callable[[dict], int | None] = lambda hf: None  # sliding window, when one applies
   full_heads: bool = False  # one kv head per query head, of width D/N
+  kv_heads_are_heads: bool = False  # one kv head per query head, of any width (T5's d_kv)
 
 
 _GPT2_DEFAULTS = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12,
@@ -53,6 +54,14 @@ _BERT_DEFAULTS = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
                       max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12,
                       tie_word_embeddings=True, position_embedding_type='absolute',
                       is_decoder=False, add_cross_attention=False)
+# transformers 5 writes T5's tie_word_embeddings as True always and says in
+# scale_decoder_outputs whether the head reads the stream times d_model^-0.5 (v1.0, tied);
+# older versions and released v1.1 / Flan-T5 folders say tie_word_embeddings=false.
+_T5_DEFAULTS = dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6,
+                    num_decoder_layers=None, num_heads=8, relative_attention_num_buckets=32,
+                    relative_attention_max_distance=128, layer_norm_epsilon=1e-6,
+                    feed_forward_proj='relu', tie_word_embeddings=True, is_encoder_decoder=True,
+                    is_decoder=False)
 _QWEN2_DEFAULTS = {**_LLAMA_DEFAULTS, 'vocab_size': 151936, 'intermediate_size': 22016,
                    'max_position_embeddings': 32768, 'use_sliding_window': False,
                    'sliding_window': 4096, 'max_window_layers': 28}
@@ -64,11 +73,12 @@ ARCHITECTURE_FIELDS = ('vocab_size', 'd_model', 'num_layers', 'num_heads', 'num_
                        'rope_scaling', 'rope_scaling_factor', 'rope_low_freq_factor',
                        'rope_high_freq_factor', 'rope_original_max_len', 'mlp',
                        'tie_embeddings', 'use_bias', 'qkv_bias', 'qk_norm', 'logits_soft_cap',
-                       'arch', 'norm_position', 'embed_norm')
+                       'arch', 'norm_position', 'embed_norm', 'num_decoder_layers',
+                       'relative_buckets', 'relative_max_distance', 'scale_scores')
 # What no family computes: checked on every export. The decoder layout unless a family
 # says otherwise (BERT's `needs`).
 _NEEDED_BY_ALL = dict(qk_norm=(False,), logits_soft_cap=(0.0,), arch=('decoder',),
-                      norm_position=('pre',), embed_norm=(False,))
+                      norm_position=('pre',), embed_norm=(False,), scale_scores=(True,))
 
 
 def _mlp_kinds(gated: bool) -> tuple[str, ...]:
@@ -137,6 +147,46 @@ def _bert_config(cfg: ModelConfig, fam: Family) -> dict:
               hidden_act=options.MLPS[cfg.mlp].hf_activations[0],
               max_position_embeddings=cfg.max_len, layer_norm_eps=cfg.norm_eps,
               hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=0.0)
+
+
+def _t5_activation(hf: dict) -> tuple[str, bool]:
+  """(the HF activation, gated) of T5's feed_forward_proj: 'relu', 'gated-gelu', ... (its
+  'gated-gelu' is the tanh GELU, gelu_new)."""
+  proj = hf['feed_forward_proj']
+  gated = proj.startswith('gated-')
+  return ('gelu_new' if proj == 'gated-gelu' else proj.split('-')[-1]), gated
+
+
+def _t5_fields(hf: dict, fam: Family) -> dict:
+  activation, gated = _t5_activation(hf)
+  mlp = options.mlp_for_hf(activation, gated)
+  if mlp is None:
+    known = [('gated-' if k.gated else '') + k.hf_activations[0] for k in options.MLPS.values()]
+    _require(hf, 'feed_forward_proj', tuple(known), "the activations of llmjax's MLPs")
+  _check_fixed(hf, fam)
+  tied = bool(hf.get('scale_decoder_outputs', hf['tie_word_embeddings']))
+  decoder_layers = hf['num_decoder_layers'] or hf['num_layers']
+  return dict(vocab_size=hf['vocab_size'], d_model=hf['d_model'], num_layers=hf['num_layers'],
+              num_decoder_layers=0 if decoder_layers == hf['num_layers'] else decoder_layers,
+              num_heads=hf['num_heads'], num_kv_heads=hf['num_heads'], head_dim=hf['d_kv'],
+              mlp_dim=hf['d_ff'], max_len=512, norm='rmsnorm', norm_eps=hf['layer_norm_epsilon'],
+              positions='relative', relative_buckets=hf['relative_attention_num_buckets'],
+              relative_max_distance=hf['relative_attention_max_distance'], mlp=mlp,
+              tie_embeddings=tied, use_bias=False, arch='encoder_decoder', scale_scores=False)
+
+
+def _t5_config(cfg: ModelConfig, fam: Family) -> dict:
+  kind = options.MLPS[cfg.mlp]
+  activation = kind.hf_activations[0]
+  proj = ('gated-' + ('gelu' if 'gelu_new' in kind.hf_activations else activation)
+          if kind.gated else activation)
+  return dict(d_model=cfg.d_model, d_kv=cfg.head_dim, d_ff=cfg.mlp_dim,
+              num_layers=cfg.num_layers, num_decoder_layers=cfg.decoder_layers,
+              num_heads=cfg.num_heads, relative_attention_num_buckets=cfg.relative_buckets,
+              relative_attention_max_distance=cfg.relative_max_distance,
+              layer_norm_epsilon=cfg.norm_eps, feed_forward_proj=proj,
+              scale_decoder_outputs=cfg.tie_embeddings, dropout_rate=cfg.dropout,
+              decoder_start_token_id=0, pad_token_id=0)
 
 
 # Hugging Face's llama3 rope keys -> ModelConfig fields.
@@ -248,6 +298,12 @@ FAMILIES: dict[str, Family] = {
                    fixed_why='an encoder with absolute positions and token types 0 and 1, '
                              'of which llmjax feeds 0',
                    full_heads=True),
+    't5': Family('T5ForConditionalGeneration', _T5_DEFAULTS, _t5_fields, _t5_config,
+                 needs=dict(arch=('encoder_decoder',), positions=('relative',),
+                            norm=('rmsnorm',), use_bias=(False,), qkv_bias=(False,),
+                            scale_scores=(False,)),
+                 fixed=dict(is_encoder_decoder=True, is_decoder=False),
+                 fixed_why='an encoder and a decoder stack', kv_heads_are_heads=True),
 }
 SUPPORTED = tuple(FAMILIES)
 
@@ -278,10 +334,12 @@ def _given(hf: dict) -> dict:
 
 
 def family(cfg: ModelConfig) -> str:
-  """The HF family an llmjax model is exported as by default: an encoder means BERT,
-  learned positions GPT-2, q/k/v biases Qwen2, otherwise Llama."""
+  """The HF family an llmjax model is exported as by default: an encoder means BERT, an
+  encoder-decoder T5, learned positions GPT-2, q/k/v biases Qwen2, otherwise Llama."""
   if cfg.arch == 'encoder':
     return 'bert'
+  if options.ARCHITECTURES[cfg.arch].cross_attention:
+    return 't5'
   if options.POSITIONS[cfg.positions].table:
     return 'gpt2'
   return 'qwen2' if cfg.qkv_bias else 'llama'
@@ -293,6 +351,8 @@ def export_problems(cfg: ModelConfig, kind: str) -> list[str]:
   needed = {**_NEEDED_BY_ALL, **fam.needs}
   if fam.full_heads:
     needed.update(num_kv_heads=(cfg.num_heads,), head_dim=(cfg.d_model // cfg.num_heads,))
+  if fam.kv_heads_are_heads:
+    needed.update(num_kv_heads=(cfg.num_heads,))
   return [f'model.{k}={getattr(cfg, k)!r} (needs {" or ".join(map(repr, v))})'
           for k, v in needed.items() if getattr(cfg, k) not in v]
 

@@ -1,7 +1,9 @@
 """The tensor map between Hugging Face checkpoints and llmjax parameters.
 
-Three layouts cover every family: GPT-2's, the rotary families' (Llama, Mistral, Qwen2:
-the same names, Qwen2 adding q/k/v biases) and BERT's (BertForMaskedLM). One table per
+Four layouts cover every family: GPT-2's, the rotary families' (Llama, Mistral, Qwen2:
+the same names, Qwen2 adding q/k/v biases), BERT's (BertForMaskedLM) and T5's
+(T5ForConditionalGeneration: `encoder.block.{i}` and `decoder.block.{i}`, whose counts
+differ; each stack's relative-bias table lives in its block 0). One table per
 layout lists every HF tensor: its name, its HF shape, the llmjax parameters it holds and
 the reshapes between the two layouts. Import and export
 both read the table, so they cannot disagree. Names with '{i}' exist once per
@@ -33,11 +35,13 @@ Path = tuple[str, ...]  # keys of one parameter in llmjax's nested parameter dic
 
 # What some HF checkpoints carry that the model's function does not use: GPT-2's causal
 # mask (attn.bias, attn.masked_bias), old Llama rotary frequencies, BERT's position-id buffer,
-# and BERT pretraining's next-sentence pooler and head.
+# BERT pretraining's next-sentence pooler and head, and the copies of T5's shared embedding
+# that older transformers wrote for each stack (tied to it in every T5 model).
 IGNORED = re.compile(r'(\.attn\.bias|\.attn\.masked_bias|rotary_emb\.inv_freq|'
-                     r'embeddings\.position_ids)$|^(bert\.pooler\.|cls\.seq_relationship\.)')
+                     r'embeddings\.position_ids)$|^(bert\.pooler\.|cls\.seq_relationship\.)|'
+                     r'^(encoder|decoder)\.embed_tokens\.weight$')
 # The base model's prefix inside the family's head class (*ForCausalLM, BertForMaskedLM).
-_PREFIX = {'gpt2': 'transformer.', 'rotary': 'model.', 'bert': 'bert.'}
+_PREFIX = {'gpt2': 'transformer.', 'rotary': 'model.', 'bert': 'bert.', 't5': ''}
 LM_HEAD = 'lm_head.weight'
 BERT_HEAD = 'cls.predictions.'  # BERT's masked-LM head, outside its base model
 TOKEN_TYPES = 'bert.embeddings.token_type_embeddings.weight'
@@ -188,34 +192,80 @@ def _bert(cfg: ModelConfig) -> list[Tensor]:
   ] + _unembed(cfg)
 
 
+def _t5_attention(cfg: ModelConfig, hf: str, stack: str, name: str) -> list[Tensor]:
+  """T5's q, k, v (N*H, D) and o (D, N*H), bias-free and unscaled, <-> one llmjax attention."""
+  d, n, h = cfg.d_model, cfg.num_heads, cfg.head_dim
+  return [*(_heads_in(f'{hf}.{w}.weight', n, h, d, (stack, name, f'w{w}')) for w in 'qkv'),
+          Tensor(f'{hf}.o.weight', (d, n * h), ((stack, name, 'wo'),),
+                 lambda w: (w.reshape(d, n, h).transpose(1, 2, 0),),
+                 lambda w: w.transpose(2, 0, 1).reshape(d, n * h))]
+
+
+def _t5_mlp(cfg: ModelConfig, hf: str, stack: str) -> list[Tensor]:
+  """T5's DenseReluDense: wi (plain), or wi_0 (through the activation) and wi_1 (gated)."""
+  d, f = cfg.d_model, cfg.mlp_dim
+  inputs = ([('wi_0', 'w_gate'), ('wi_1', 'w_in')] if options.MLPS[cfg.mlp].gated
+            else [('wi', 'w_in')])
+  return [*(_transposed(f'{hf}.{w}.weight', (f, d), (stack, 'mlp', ours)) for w, ours in inputs),
+          _transposed(f'{hf}.wo.weight', (d, f), (stack, 'mlp', 'w_out'))]
+
+
+def _t5(cfg: ModelConfig) -> list[Tensor]:
+  d, buckets = cfg.d_model, (cfg.relative_buckets, cfg.num_heads)
+  enc, dec = 'encoder.block.{i}.layer', 'decoder.block.{i}.layer'
+  bias = 'block.0.layer.0.SelfAttention.relative_attention_bias.weight'
+  return [
+      _copy('shared.weight', (cfg.vocab_size, d), ('embed', 'embedding')),
+      _copy(f'encoder.{bias}', buckets, ('encoder_relative_bias', 'table')),
+      _copy(f'{enc}.0.layer_norm.weight', (d,), ('encoder_blocks', 'attn_norm', 'scale')),
+      *_t5_attention(cfg, f'{enc}.0.SelfAttention', 'encoder_blocks', 'attn'),
+      _copy(f'{enc}.1.layer_norm.weight', (d,), ('encoder_blocks', 'mlp_norm', 'scale')),
+      *_t5_mlp(cfg, f'{enc}.1.DenseReluDense', 'encoder_blocks'),
+      _copy('encoder.final_layer_norm.weight', (d,), ('encoder_norm', 'scale')),
+      _copy(f'decoder.{bias}', buckets, ('relative_bias', 'table')),
+      _copy(f'{dec}.0.layer_norm.weight', (d,), ('blocks', 'attn_norm', 'scale')),
+      *_t5_attention(cfg, f'{dec}.0.SelfAttention', 'blocks', 'attn'),
+      _copy(f'{dec}.1.layer_norm.weight', (d,), ('blocks', 'cross_norm', 'scale')),
+      *_t5_attention(cfg, f'{dec}.1.EncDecAttention', 'blocks', 'cross_attn'),
+      _copy(f'{dec}.2.layer_norm.weight', (d,), ('blocks', 'mlp_norm', 'scale')),
+      *_t5_mlp(cfg, f'{dec}.2.DenseReluDense', 'blocks'),
+      _copy('decoder.final_layer_norm.weight', (d,), ('final_norm', 'scale')),
+  ] + _unembed(cfg)
+
+
 def layout(cfg: ModelConfig) -> str:
-  """'bert' (encoders), 'gpt2' (learned positions) or 'rotary' (Llama, Mistral, Qwen2)."""
+  """'bert' (encoders), 't5' (encoder-decoders), 'gpt2' (learned positions) or 'rotary'
+  (Llama, Mistral, Qwen2)."""
   if cfg.arch == 'encoder':
     return 'bert'
+  if options.ARCHITECTURES[cfg.arch].cross_attention:
+    return 't5'
   return 'gpt2' if options.POSITIONS[cfg.positions].table else 'rotary'
 
 
 def tensors(cfg: ModelConfig) -> list[Tensor]:
   """The HF tensors of a model of `cfg`, with their llmjax counterparts."""
-  return {'gpt2': _gpt2, 'rotary': _rotary, 'bert': _bert}[layout(cfg)](cfg)
+  return {'gpt2': _gpt2, 'rotary': _rotary, 'bert': _bert, 't5': _t5}[layout(cfg)](cfg)
 
 
-def _names(tensor: Tensor, num_layers: int) -> list[str]:
+def _names(tensor: Tensor, cfg: ModelConfig) -> list[str]:
   if '{i}' not in tensor.name:
     return [tensor.name]
-  return [tensor.name.format(i=i) for i in range(num_layers)]
+  # An encoder-decoder's encoder has num_layers blocks, its decoder (`blocks`) its own count.
+  count = cfg.num_layers if tensor.paths[0][0] == 'encoder_blocks' else cfg.decoder_layers
+  return [tensor.name.format(i=i) for i in range(count)]
 
 
 def hf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
   """Every HF tensor name of a model of `cfg` (each layer's), with its shape."""
-  return {name: t.shape for t in tensors(cfg) for name in _names(t, cfg.num_layers)}
+  return {name: t.shape for t in tensors(cfg) for name in _names(t, cfg)}
 
 
 def canonical_name(name: str, cfg: ModelConfig) -> str:
   """A tensor name as the family's head class writes it: files of a bare base model (the
   original GPT-2 checkpoints, LlamaModel, BertModel) leave out the base model's prefix."""
   prefix = _PREFIX[layout(cfg)]
-  outside = name == LM_HEAD or name.startswith(('cls.', prefix))
+  outside = name == LM_HEAD or name.startswith(('cls.', prefix))  # '': T5 has no base prefix
   return name if outside else prefix + name
 
 
@@ -239,7 +289,7 @@ def to_llmjax(cfg: ModelConfig, read: Callable[[str], np.ndarray]) -> dict:
   dtype = jnp.dtype(cfg.param_dtype)  # a numpy dtype, bfloat16 included
   params: dict = {}
   for t in tensors(cfg):
-    per_layer = [t.to_llmjax(read(name)) for name in _names(t, cfg.num_layers)]
+    per_layer = [t.to_llmjax(read(name)) for name in _names(t, cfg)]
     for j, path in enumerate(t.paths):
       parts = [arrays[j] for arrays in per_layer]
       value = np.stack(parts) if '{i}' in t.name else parts[0]
@@ -254,7 +304,7 @@ def to_hf(cfg: ModelConfig, params: dict) -> dict[str, np.ndarray]:
   out = {}
   for t in tensors(cfg):
     values = [np.asarray(_get(params, path)) for path in t.paths]
-    for i, name in enumerate(_names(t, cfg.num_layers)):
+    for i, name in enumerate(_names(t, cfg)):
       layer = [v[i] for v in values] if '{i}' in t.name else values
       out[name] = np.ascontiguousarray(t.to_hf(*layer))
   out.update({alias: out[name] for name, alias in ALIASES.items() if name in out})

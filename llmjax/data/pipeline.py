@@ -1,7 +1,8 @@
 """The grain input pipeline: shuffle documents, tokenize, pack into rows, batch, slice.
 
   documents (random access) --seeded per-epoch shuffle--> (epoch, document)
-    --tokenize: [eot] + tokens, inputs = ids[:-1], targets = ids[1:]-->
+    --tokenize: [eot] + tokens, inputs = ids[:-1], targets = ids[1:]
+      (mlm: masked tokens; span: T5's corrupted pieces, packed whole by first_fit)-->
     --pack into rows of seq_len (concat_split, or first_fit of <= seq_len chunks)-->
     --shuffle rows within a window--> batch the *global* batch
     --> count tokens --> keep this process's rows
@@ -23,9 +24,13 @@ from llmjax.data import objectives
 from llmjax.data.sources import Corpus, DataError, open_corpus
 
 PACKINGS = ('concat_split', 'first_fit')
-OBJECTIVES = ('lm', 'mlm')
+OBJECTIVES = ('lm', 'mlm', 'span')
 MAX_EPOCHS = 100_000  # the shuffled stream's length, in passes over the source
 ROW_KEYS = ('inputs', 'targets', 'positions', 'segment_ids', 'weights', 'epoch')
+# Span-corruption rows add the encoder's side (seq_len long; the decoder's keys above are
+# the target length): its tokens, positions and segments (a segment's targets are the
+# decoder segment of the same id).
+ENCODER_KEYS = ('encoder_inputs', 'encoder_positions', 'encoder_segment_ids')
 # A corpus whose info has this key holds encoded examples (llmjax.finetune): each document
 # is already {'inputs', 'targets', 'weights'}, packed whole (first_fit) in eval as in training.
 EXAMPLES_INFO = 'finetune_examples'
@@ -48,9 +53,13 @@ class DataConfig:
   data_dir: str = '~/.cache/llmjax/data'  # built datasets (pystdlib, files) and TFDS data
   # What a row asks of the model (model.arch must train on it: options.ARCHITECTURES):
   # lm, the next token; mlm, masked tokens (data/objectives.py, seeded by `seed` and the
-  # document's index, with a mask token one past the tokenizer's ids).
-  objective: str = 'lm'  # lm | mlm
+  # document's index, with a mask token one past the tokenizer's ids); span, T5's span
+  # corruption: seq_len encoder tokens with a sentinel per dropped span, and the spans as
+  # decoder targets (their length T5's arithmetic gives; packed whole, first_fit).
+  objective: str = 'lm'  # lm | mlm | span
   mask_rate: float = 0.15  # mlm: share of tokens selected (80% masked, 10% random, 10% kept)
+  noise_density: float = 0.15  # span: share of tokens dropped from the encoder's input
+  mean_span: float = 3.0  # span: mean length of a dropped span
 
 
 class EpochShuffled:
@@ -87,6 +96,96 @@ def masking(tokenizer, cfg: DataConfig) -> objectives.MaskedLM | None:
                              rate=cfg.mask_rate)
 
 
+def _own_sentinels(tokenizer, count: int) -> list[int] | None:
+  """T5's sentinels <extra_id_0>, <extra_id_1>, ... of a tokenizer with a vocabulary file
+  (tokenizer.json or SentencePiece); None for one without lookups (byte, synthetic)."""
+  pieces = [f'<extra_id_{i}>' for i in range(count)]
+  if hasattr(tokenizer, '_tok'):  # tokenizer.json
+    ids = [tokenizer._tok.token_to_id(p) for p in pieces]
+    return [] if None in ids else ids
+  if hasattr(tokenizer, '_sp'):  # SentencePiece: an unknown piece maps to <unk>
+    ids = [tokenizer._sp.piece_to_id(p) for p in pieces]
+    return [] if tokenizer._sp.unk_id() in ids else ids
+  return None
+
+
+def span_corruption(tokenizer, cfg: DataConfig) -> objectives.SpanCorruption | None:
+  """The span-corruption transform of `cfg`, or None for other objectives. Its sentinels are
+  the tokenizer's <extra_id_N> tokens, or for a tokenizer without a vocabulary file (byte)
+  ids past its own, as many as a row's spans; ObjectiveError for a tokenizer with a
+  vocabulary but no sentinels."""
+  if cfg.objective != 'span':
+    return None
+  probe = objectives.SpanCorruption((), tokenizer.eot_id, cfg.noise_density, cfg.mean_span)
+  count = probe.num_spans(probe.span_lengths(cfg.seq_len)[0])[1]
+  own = _own_sentinels(tokenizer, count)
+  if own == []:
+    raise objectives.ObjectiveError(
+        f'data.tokenizer has no sentinel tokens <extra_id_0>..<extra_id_{count - 1}> for '
+        f'data.objective=span ({count} spans per row of {cfg.seq_len}); use a T5 tokenizer '
+        f'(hf:PATH of a T5 checkpoint) or data.tokenizer=byte (sentinels past its ids)')
+  sentinels = own or list(range(tokenizer.vocab_size, tokenizer.vocab_size + count))
+  return dataclasses.replace(probe, sentinels=tuple(sentinels))
+
+
+def _span_examples(index, element, tokenizer, span, seed, raw_len) -> list[dict]:
+  """A document -> its span-corrupted examples: pieces of `raw_len` tokens (the last one
+  shorter), each corrupted with its own generator, seeded by (seed, document index, piece)
+  through one integer."""
+  epoch, doc = element
+  ids = np.asarray(tokenizer.encode(doc), np.int32)
+  out = []
+  for piece, start in enumerate(range(0, len(ids), raw_len)):
+    chunk = ids[start:start + raw_len]
+    if len(chunk) < 2:
+      continue
+    pair = span(chunk, seed, int(index) * _Examples.max_fan_out + piece)
+    targets = pair['targets']
+    # The decoder reads its targets shifted by one, after end-of-text as the start token.
+    out.append({'inputs': np.concatenate([[tokenizer.eot_id], targets[:-1]]).astype(np.int32),
+                'targets': targets, 'weights': np.ones(len(targets), np.float32),
+                'epoch': np.full(len(targets), epoch, np.int32),
+                'encoder_inputs': pair['inputs']})
+  return out
+
+
+def _span_row(packed: dict) -> dict[str, np.ndarray]:
+  """Grain's packed features -> a span row: the decoder's side as `_row` makes it, and the
+  encoder's tokens, positions and segments."""
+  return {**_row(packed), 'encoder_inputs': packed['encoder_inputs'],
+          'encoder_positions': packed['encoder_inputs_positions'],
+          'encoder_segment_ids': packed['encoder_inputs_segment_ids']}
+
+
+def _span_rows(documents: grain.MapDataset, tokenizer, cfg: DataConfig) -> grain.IterDataset:
+  span = span_corruption(tokenizer, cfg)
+  raw_len, target_len = span.span_lengths(cfg.seq_len)
+  docs = documents.map_with_index(functools.partial(
+      _span_examples, tokenizer=tokenizer, span=span, seed=cfg.seed, raw_len=raw_len))
+  examples = gx.FlatMapIterDataset(docs.to_iter_dataset(), _Examples())
+  lengths = {'inputs': target_len, 'targets': target_len, 'weights': target_len,
+             'epoch': target_len, 'encoder_inputs': cfg.seq_len}
+  packed = gx.FirstFitPackIterDataset(examples, length_struct=lengths,
+                                      num_packing_bins=cfg.global_batch_size, seed=cfg.seed,
+                                      shuffle_bins=False)
+  return packed.map(_span_row)
+
+
+def target_length(tokenizer, cfg: DataConfig) -> int:
+  """Tokens per row of what the loss is on: seq_len, or span corruption's target length."""
+  span = span_corruption(tokenizer, cfg)
+  return cfg.seq_len if span is None else span.span_lengths(cfg.seq_len)[1]
+
+
+def token_bytes(tokenizer, cfg: DataConfig) -> np.ndarray:
+  """UTF-8 bytes of each id the rows can hold: the tokenizer's, and 0 for sentinels and the
+  mask token placed past its ids."""
+  span = span_corruption(tokenizer, cfg)
+  top = max([tokenizer.vocab_size, mask_id(tokenizer) + 1, *(s + 1 for s in span.sentinels)]
+            if span else [tokenizer.vocab_size])
+  return np.pad(tokenizer.token_bytes, (0, top - len(tokenizer.token_bytes)))
+
+
 def _tokenize(index, element, tokenizer, mlm, seed) -> dict[str, np.ndarray]:
   """A document -> its next-token pairs, or (mlm) its masked tokens and their originals,
   with per-token loss weights."""
@@ -102,6 +201,18 @@ def _example(element) -> dict[str, np.ndarray]:
   """An encoded fine-tune example (EXAMPLES_INFO), as `_tokenize` gives a document."""
   epoch, out = element
   return {**out, 'epoch': np.full(len(out['inputs']), epoch, np.int32)}
+
+
+class _Examples(gx.FlatMapTransform):
+  """A document's list of span-corruption examples, one element each."""
+
+  max_fan_out = 1 << 16  # pieces per document; also spaces the pieces' seeds
+
+  def flat_map(self, element):
+    if len(element) > self.max_fan_out:
+      raise DataError(f'a document of {len(element)} span-corruption pieces; at most '
+                      f'{self.max_fan_out}')
+    return element
 
 
 class _Chunk(gx.FlatMapTransform):
@@ -129,6 +240,8 @@ def _row(packed: dict) -> dict[str, np.ndarray]:
 
 def _rows(documents: grain.MapDataset, tokenizer, cfg: DataConfig,
           examples: bool = False) -> grain.IterDataset:
+  if cfg.objective == 'span' and not examples:
+    return _span_rows(documents, tokenizer, cfg)
   if examples:
     docs = documents.map(_example)
   else:
@@ -183,7 +296,7 @@ def train_dataset(corpus: Corpus, cfg: DataConfig, process_index: int = 0,
     rows = gx.WindowShuffleIterDataset(rows, window_size=cfg.shuffle_window, seed=cfg.seed)
   batches = rows.batch(cfg.global_batch_size, drop_remainder=True)
   return batches.map(functools.partial(_slice_for_process,
-                                       token_bytes=corpus.tokenizer.token_bytes,
+                                       token_bytes=token_bytes(corpus.tokenizer, cfg),
                                        process_index=process_index, process_count=process_count))
 
 
@@ -208,16 +321,17 @@ def eval_batches(corpus: Corpus, cfg: DataConfig, process_index: int = 0,
   """The held-out split once, in order, as {'batch', 'stats'} items like training's;
   the last batch is padded with zero-weight rows."""
   examples = EXAMPLES_INFO in corpus.info
+  whole = examples or cfg.objective == 'span'  # packed as in training, first_fit
   rows = list(_rows(grain.MapDataset.source(_WithEpoch(corpus.eval)), corpus.tokenizer,
-                    cfg if examples else dataclasses.replace(cfg, packing='concat_split'),
+                    cfg if whole else dataclasses.replace(cfg, packing='concat_split'),
                     examples))
-  b = cfg.global_batch_size
+  b, keys = cfg.global_batch_size, ROW_KEYS + (ENCODER_KEYS if cfg.objective == 'span' else ())
   batches = []
   for start in range(0, len(rows), b):
     chunk = rows[start:start + b]
     pad = [{k: np.zeros_like(v) for k, v in chunk[0].items()}] * (b - len(chunk))
-    batch = {k: np.stack([r[k] for r in chunk + pad]) for k in ROW_KEYS}
-    batches.append(_slice_for_process(batch, corpus.tokenizer.token_bytes, process_index,
+    batch = {k: np.stack([r[k] for r in chunk + pad]) for k in keys}
+    batches.append(_slice_for_process(batch, token_bytes(corpus.tokenizer, cfg), process_index,
                                       process_count))
     if len(batches) == max_batches:
       break

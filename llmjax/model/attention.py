@@ -1,5 +1,6 @@
-"""Causal self-attention with grouped kv heads, rotary positions and packed-sequence masking;
-the KV cache of decoding."""
+"""Self-attention (causal or both ways) and cross-attention with grouped kv heads, rotary
+positions or an additive position bias, and packed-sequence masking; the KV cache of
+decoding."""
 
 import dataclasses
 
@@ -21,6 +22,12 @@ def attention_mask(segment_ids: jax.Array, causal: bool = True) -> jax.Array:
   if causal:
     same_doc = jnp.tril(jnp.ones((t, t), jnp.bool_))[None] & same_doc
   return same_doc[:, None]
+
+
+def cross_mask(segment_ids: jax.Array, memory_segment_ids: jax.Array) -> jax.Array:
+  """B 1 T S boolean mask of cross-attention: each decoder segment reads only the encoder
+  segment packed with it (the same id in the same row)."""
+  return (segment_ids[:, :, None] == memory_segment_ids[:, None, :])[:, None]
 
 
 def cache_mask(query_positions: jax.Array, slot_positions: jax.Array) -> jax.Array:
@@ -52,7 +59,7 @@ class KVCache:
   @classmethod
   def init(cls, cfg: ModelConfig, batch: int, length: int) -> 'KVCache':
     """An empty cache of `length` slots per row."""
-    shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+    shape = (cfg.decoder_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
     # Laid out like the training activations: batch over data, kv heads over tensor.
     zeros = sharding.constrain(jnp.zeros(shape, jnp.dtype(cfg.dtype)), _CACHE_AXES)
     positions = sharding.constrain(jnp.full((batch, length), -1, jnp.int32), ('batch', 'length'))
@@ -71,19 +78,23 @@ class KVCache:
             sharding.constrain(v_all[layer], layer_axes))
 
 
-def attention_weights(q, k, mask, scale: float | None = None) -> jax.Array:
+def attention_weights(q, k, mask, scale: float | None = None, bias=None) -> jax.Array:
   """q BTNH, k BSKH, mask B1TS -> softmax probabilities BKGTS (float32): query head
-  n = k * G + g reads kv head k. `scale` multiplies q.k; None is the standard 1/sqrt(H)."""
+  n = k * G + g reads kv head k. `scale` multiplies q.k; None is the standard 1/sqrt(H).
+  `bias` (BNTS float32, B may be 1) is added to the scaled scores (T5's relative bias)."""
   b, t, n, h = q.shape
   kv = k.shape[2]
   q = q.reshape(b, t, kv, n // kv, h)
   scores = jnp.einsum('BTKGH,BSKH->BKGTS', q, k, preferred_element_type=jnp.float32)
   scale = h**-0.5 if scale is None else scale
-  scores = jnp.where(mask[:, :, None], scores * scale, jnp.finfo(jnp.float32).min)
+  scores = scores * scale
+  if bias is not None:
+    scores = scores + bias.reshape(bias.shape[0], kv, n // kv, *bias.shape[2:])
+  scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)
   return jax.nn.softmax(scores, axis=-1)
 
 
-def einsum_attention(q, k, v, mask, scale: float | None = None) -> jax.Array:
+def einsum_attention(q, k, v, mask, scale: float | None = None, bias=None) -> jax.Array:
   """Attention written out: q BTNH, k/v BSKH, mask B1TS -> BTNH.
 
   Query heads are grouped G = N/K per kv head, so K < N never copies k or v.
@@ -91,7 +102,7 @@ def einsum_attention(q, k, v, mask, scale: float | None = None) -> jax.Array:
   skips a transpose of the scores), and it is the reference in the tests.
   """
   b, t, n, h = q.shape
-  probs = attention_weights(q, k, mask, scale).astype(v.dtype)
+  probs = attention_weights(q, k, mask, scale, bias).astype(v.dtype)
   return jnp.einsum('BKGTS,BSKH->BTKGH', probs, v).reshape(b, t, n, h)
 
 
@@ -99,7 +110,7 @@ BLOCK = 64  # query rows per block of blockwise_attention (measured: benchmarks/
 
 
 def blockwise_attention(q, k, v, mask, scale: float | None = None,
-                        block: int | None = None) -> jax.Array:
+                        block: int | None = None, bias=None) -> jax.Array:
   """Causal self-attention by blocks of queries: q BTNH, k/v BTKH, mask B1TT -> BTNH.
 
   Query block [i, i + block) reads only keys [0, i + block), so the masked upper triangle
@@ -110,18 +121,20 @@ def blockwise_attention(q, k, v, mask, scale: float | None = None,
   """
   t, block = q.shape[1], block or BLOCK
   if k.shape[1] != t or t <= block:
-    return einsum_attention(q, k, v, mask, scale)
+    return einsum_attention(q, k, v, mask, scale, bias)
   outs = []
   for start in range(0, t, block):
     end = min(start + block, t)
     outs.append(einsum_attention(q[:, start:end], k[:, :end], v[:, :end],
-                                 mask[:, :, start:end, :end], scale))
+                                 mask[:, :, start:end, :end], scale,
+                                 None if bias is None else bias[:, :, start:end, :end]))
   return jnp.concatenate(outs, axis=1)
 
 
 def dot_product_attention(q, k, v, mask, impl: str, scale: float | None = None,
-                          causal: bool = True) -> jax.Array:
-  """q: BTNH, k/v: BSKH, mask: B1TS -> BTNH; `scale` on q.k (None: 1/sqrt(H)).
+                          causal: bool = True, bias=None) -> jax.Array:
+  """q: BTNH, k/v: BSKH, mask: B1TS -> BTNH; `scale` on q.k (None: 1/sqrt(H)); `bias`
+  BNTS added to the scaled scores.
 
   'cudnn' and 'xla' go through `jax.nn.dot_product_attention` (it handles K < N itself;
   cudnn is the fused flash kernel of NVIDIA GPUs, xla the portable path); 'einsum' is the
@@ -134,22 +147,29 @@ def dot_product_attention(q, k, v, mask, impl: str, scale: float | None = None,
   if impl == 'auto' and jax.default_backend() == 'cpu':
     impl = 'blockwise' if causal else 'einsum'
   if impl == 'einsum':
-    return einsum_attention(q, k, v, mask, scale)
+    return einsum_attention(q, k, v, mask, scale, bias)
   if impl == 'blockwise':
-    return blockwise_attention(q, k, v, mask, scale)
+    return blockwise_attention(q, k, v, mask, scale, bias=bias)
   implementation = None if impl == 'auto' else impl
-  return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale,
+  if bias is not None:  # jax.nn wants the bias in the activations' dtype
+    bias = bias.astype(q.dtype)
+  return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale,
                                       implementation=implementation)
 
 
 class Attention(nnx.Module):
+  """Self-attention (`causal`: over earlier tokens only), or, called through `cross`, attention
+  from a stream to another one (an encoder's output) with no positions."""
 
-  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, causal: bool | None = None):
     d, n, k, h = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     self.cfg = cfg
-    self.scale = pz.attention_scale(cfg)  # None: 1/sqrt(H)
+    self.causal = options.ARCHITECTURES[cfg.arch].causal if causal is None else causal
+    # T5 drops the scores' 1/sqrt(H) and draws the query that much smaller instead.
+    self.scale = pz.attention_scale(cfg) if cfg.scale_scores else 1.0  # None: 1/sqrt(H)
     self.wq = layers.param(cfg, rngs, (d, n, h), ('embed', 'heads', 'head_dim'), pz.HIDDEN, d,
-                           zero_init=pz.query_zero_init(cfg))
+                           zero_init=pz.query_zero_init(cfg),
+                           init_mult=1.0 if cfg.scale_scores else h**-0.5)
     self.wk = layers.param(cfg, rngs, (d, k, h), ('embed', 'kv_heads', 'head_dim'), pz.HIDDEN, d)
     self.wv = layers.param(cfg, rngs, (d, k, h), ('embed', 'kv_heads', 'head_dim'), pz.HIDDEN, d)
     self.wo = layers.param(cfg, rngs, (n, h, d), ('heads', 'head_dim', 'embed'), pz.OUTPUT,
@@ -165,20 +185,32 @@ class Attention(nnx.Module):
       self.q_norm = layers.Norm(cfg, h, 'head_dim')
       self.k_norm = layers.Norm(cfg, h, 'head_dim')
 
-  def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
+               bias: jax.Array | None = None) -> jax.Array:
+    """x BTD, positions BT, mask B1TT, bias BNTT (relative positions) or None -> BTD."""
     q, k, v = self.project(x, positions)
-    causal = options.ARCHITECTURES[self.cfg.arch].causal
     return self.output(dot_product_attention(q, k, v, mask, self.cfg.attention_impl,
-                                             self.scale, causal))
+                                             self.scale, self.causal, bias))
 
-  def probs(self, x: jax.Array, positions: jax.Array, mask: jax.Array) -> jax.Array:
+  def cross(self, x: jax.Array, memory_k: jax.Array, memory_v: jax.Array,
+            mask: jax.Array) -> jax.Array:
+    """x BTD attends to another stream's keys and values (BSKH each, `keys_values`) under
+    mask B1TS -> BTD."""
+    q = self.queries(x, None)
+    # Padded encoder slots make arbitrary masks: cuDNN's kernel is not for them (see decode).
+    impl = 'xla' if self.cfg.attention_impl == 'xla' else 'einsum'
+    return self.output(dot_product_attention(q, memory_k, memory_v, mask, impl, self.scale,
+                                             causal=False))
+
+  def probs(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
+            bias: jax.Array | None = None) -> jax.Array:
     """The attention probabilities this layer forms on x BTD: BNTS float32 (for analysis)."""
     q, k, _ = self.project(x, positions)
     b, t, n, _ = q.shape
-    return attention_weights(q, k, mask, self.scale).reshape(b, n, t, k.shape[1])
+    return attention_weights(q, k, mask, self.scale, bias).reshape(b, n, t, k.shape[1])
 
   def decode(self, x: jax.Array, positions: jax.Array, mask: jax.Array, cache: KVCache,
-             layer) -> tuple[jax.Array, KVCache]:
+             layer, bias: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
     """x: BTD, positions: BT, mask: B1TS over the cache's slots (this chunk's included).
 
     Writes the chunk's keys and values into layer `layer` of the cache, then attends over
@@ -189,26 +221,40 @@ class Attention(nnx.Module):
     # cuDNN's fused kernel takes no arbitrary mask, and one query per row gains nothing from
     # it: 'xla' keeps jax.nn's path, everything else the einsum (no k/v copies for K < N).
     impl = 'xla' if self.cfg.attention_impl == 'xla' else 'einsum'
-    return self.output(dot_product_attention(q, k, v, mask, impl, self.scale)), cache
+    return self.output(dot_product_attention(q, k, v, mask, impl, self.scale,
+                                             bias=bias)), cache
 
   def project(self, x, positions):
     """BTD -> q BTNH, k and v BTKH, with biases, qk norms and rotary positions applied."""
+    k, v = self.keys_values(x, positions)
+    return self.queries(x, positions), k, v
+
+  def queries(self, x, positions):
+    """BTD -> q BTNH; rotated when positions are rotary and given (None: cross-attention)."""
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     q = jnp.einsum('BTD,DNH->BTNH', x, self.wq[...].astype(dtype))
+    if self.qkv_bias:
+      q = q + self.bq[...].astype(dtype)
+    if cfg.qk_norm:
+      q = self.q_norm(q)
+    if positions is not None and options.POSITIONS[cfg.positions].rotary:
+      q = layers.rope(q, positions, layers.rope_frequencies(cfg))
+    return sharding.constrain(q, ('batch', 'length', 'act_heads', None))
+
+  def keys_values(self, x, positions):
+    """BSD -> k and v BSKH; k rotated like `queries`."""
+    cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     k = jnp.einsum('BSD,DKH->BSKH', x, self.wk[...].astype(dtype))
     v = jnp.einsum('BSD,DKH->BSKH', x, self.wv[...].astype(dtype))
     if self.qkv_bias:
-      q, k, v = (q + self.bq[...].astype(dtype), k + self.bk[...].astype(dtype),
-                 v + self.bv[...].astype(dtype))
+      k, v = k + self.bk[...].astype(dtype), v + self.bv[...].astype(dtype)
     if cfg.qk_norm:
-      q, k = self.q_norm(q), self.k_norm(k)
-    if options.POSITIONS[cfg.positions].rotary:
-      freqs = layers.rope_frequencies(cfg)
-      q, k = layers.rope(q, positions, freqs), layers.rope(k, positions, freqs)
-    q = sharding.constrain(q, ('batch', 'length', 'act_heads', None))
+      k = self.k_norm(k)
+    if positions is not None and options.POSITIONS[cfg.positions].rotary:
+      k = layers.rope(k, positions, layers.rope_frequencies(cfg))
     k = sharding.constrain(k, ('batch', 'length', 'act_kv_heads', None))
     v = sharding.constrain(v, ('batch', 'length', 'act_kv_heads', None))
-    return q, k, v
+    return k, v
 
   def output(self, out):
     """Attention output BTNH -> BTD."""

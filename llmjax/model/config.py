@@ -14,7 +14,8 @@ DTYPES = ('float32', 'bfloat16')
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Architecture of a decoder-only Transformer LM. Modules receive only this."""
+  """Architecture of a Transformer (decoder, encoder or encoder-decoder). Modules receive only
+  this."""
 
   vocab_size: int = 257  # V (the byte tokenizer: 256 bytes and end-of-text)
   d_model: int = 128  # D
@@ -64,10 +65,22 @@ class ModelConfig:
   arch: str = 'decoder'  # a key of options.ARCHITECTURES
   norm_position: str = 'pre'  # pre | post (options.NORM_POSITIONS)
   embed_norm: bool = False  # a norm on the summed embeddings (BERT)
+  # Encoder-decoders (T5): num_layers encoder blocks, then this many decoder blocks, each
+  # with cross-attention to the encoder's output (0: as many as the encoder).
+  num_decoder_layers: int = 0
+  relative_buckets: int = 32  # positions=relative: buckets of key - query offsets (T5: 32)
+  relative_max_distance: int = 128  # offsets from here on share the last bucket (T5: 128)
+  # Scores q.k times 1/sqrt(H); False: T5, which folds that factor into the query's init.
+  scale_scores: bool = True
 
   @property
   def num_groups(self) -> int:  # G
     return self.num_heads // self.num_kv_heads
+
+  @property
+  def decoder_layers(self) -> int:
+    """Blocks of the stack that makes the logits (`blocks`): the decoder's."""
+    return self.num_decoder_layers or self.num_layers
 
 
 def _gpt2(d_model, num_layers, num_heads):

@@ -1,4 +1,7 @@
-"""Building blocks: parameters with logical axes, norms, embeddings, MLPs, rotary positions."""
+"""Building blocks: parameters with logical axes, norms, embeddings, MLPs, rotary positions,
+T5's relative position bias."""
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -12,12 +15,13 @@ from llmjax.model.config import ModelConfig
 
 def param(cfg: ModelConfig, rngs: nnx.Rngs | None, shape: tuple[int, ...],
           axes: tuple[str, ...], group: str, fan_in: int = 1,
-          zero_init: bool = False) -> nnx.Param:
+          zero_init: bool = False, init_mult: float = 1.0) -> nnx.Param:
   """A parameter tagged with logical axis names, its parametrization group and fan-in.
 
   The names are metadata only: the mesh placement is decided later by the
   sharding rules (llmjax.sharding), so models never mention mesh axes. The fan-in is
-  what the parametrization compares against the base shape's same tensor.
+  what the parametrization compares against the base shape's same tensor. `init_mult`
+  scales the random init's std (T5's query folds the scores' 1/sqrt(H) into it).
   """
   dtype = jnp.dtype(cfg.param_dtype)
   if group == pz.NORM:
@@ -26,6 +30,8 @@ def param(cfg: ModelConfig, rngs: nnx.Rngs | None, shape: tuple[int, ...],
     value = jnp.zeros(shape, dtype)
   else:
     std = pz.init_std(cfg, group, fan_in)
+    if init_mult != 1.0:
+      std *= init_mult
     value = (std * jax.random.truncated_normal(rngs.params(), -3.0, 3.0, shape)).astype(dtype)
     if zero_init:  # drawn anyway, so every other tensor gets the same random stream
       value = jnp.zeros(shape, dtype)
@@ -143,3 +149,42 @@ def rope(x: jax.Array, positions: jax.Array, freqs: jax.Array) -> jax.Array:
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x.dtype)
+
+
+def relative_bucket(offset: jax.Array, bidirectional: bool, num_buckets: int,
+                    max_distance: int) -> jax.Array:
+  """T5's bucket of each key - query offset (int array, any shape): half the buckets for
+  keys after the query when bidirectional (a causal stack sees only offsets <= 0); within
+  each half, offsets below half its buckets are exact, larger ones share logarithmically
+  wider buckets up to `max_distance`, beyond which all share the last."""
+  buckets = jnp.zeros_like(offset)
+  if bidirectional:
+    num_buckets //= 2
+    buckets = buckets + (offset > 0).astype(offset.dtype) * num_buckets
+    distance = jnp.abs(offset)
+  else:
+    distance = -jnp.minimum(offset, 0)
+  exact = num_buckets // 2
+  # As T5 computes it (float32 log, truncation toward zero), so imported tables line up.
+  far = exact + (jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / exact)
+                 / math.log(max_distance / exact) * (num_buckets - exact)).astype(offset.dtype)
+  far = jnp.minimum(far, num_buckets - 1)
+  return buckets + jnp.where(distance < exact, distance, far)
+
+
+class RelativeBias(nnx.Module):
+  """One stack's relative position bias: a scalar per (bucket, head), shared by its layers."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, bidirectional: bool):
+    self.bidirectional = bidirectional
+    self.num_buckets, self.max_distance = cfg.relative_buckets, cfg.relative_max_distance
+    self.table = param(cfg, rngs, (cfg.relative_buckets, cfg.num_heads), ('buckets', 'heads'),
+                       pz.EMBEDDING)
+
+  def __call__(self, query_positions: jax.Array, key_positions: jax.Array) -> jax.Array:
+    """BT query and BS key positions -> B N T S float32, added to the scores."""
+    offset = key_positions[:, None, :] - query_positions[:, :, None]  # B T S
+    buckets = relative_bucket(offset.astype(jnp.int32), self.bidirectional, self.num_buckets,
+                              self.max_distance)
+    bias = jnp.take(self.table[...].astype(jnp.float32), buckets, axis=0)  # B T S N
+    return sharding.constrain(bias.transpose(0, 3, 1, 2), ('batch', 'act_heads', None, None))

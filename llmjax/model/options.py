@@ -41,13 +41,23 @@ class NormKind:
 class PositionKind:
   table: bool  # a learned max_len x D table added to the token embeddings
   rotary: bool  # queries and keys rotated by position (RoPE)
+  # T5's relative bias: a learned scalar per head and bucket of key - query offset added to
+  # the self-attention scores (one table per stack, shared by its layers; none in
+  # cross-attention). Buckets are exact up to relative_buckets/4 (bidirectional) or /2
+  # (causal) apart, then logarithmic up to relative_max_distance.
+  relative: bool = False
+
+
+def _relu(x: jax.Array) -> jax.Array:
+  return jax.nn.relu(x)
 
 
 MLPS: dict[str, MlpKind] = {
     'gelu': MlpKind(_gelu_tanh, gated=False, hf_activations=('gelu_new', 'gelu_pytorch_tanh')),
     'swiglu': MlpKind(jax.nn.silu, gated=True, hf_activations=('silu',)),
-    'geglu': MlpKind(_gelu_tanh, gated=True, hf_activations=('gelu_pytorch_tanh',)),
+    'geglu': MlpKind(_gelu_tanh, gated=True, hf_activations=('gelu_pytorch_tanh', 'gelu_new')),
     'gelu_exact': MlpKind(_gelu_erf, gated=False, hf_activations=('gelu',)),  # BERT
+    'relu': MlpKind(_relu, gated=False, hf_activations=('relu',)),  # T5 v1.0
 }
 
 
@@ -56,11 +66,23 @@ class ArchKind:
   causal: bool  # a token sees only earlier tokens of its segment (else its whole segment)
   objectives: tuple[str, ...]  # the data objectives it trains on (data.objective)
   masked_lm_head: bool  # BERT's transform (D x D, activation, norm) and vocabulary bias
+  # An encoder stack (num_layers, bidirectional) read by the causal stack's blocks through
+  # cross-attention (num_decoder_layers); `causal` then describes the decoder stack.
+  cross_attention: bool = False
+  # The tied head reads the stream times D^-0.5 (T5 v1.0, whose embeddings are ~N(0, 1)).
+  tied_head_rescale: bool = False
+
+  @property
+  def decoder_only(self) -> bool:
+    """Predicts the next token from the tokens before it alone (prompts, samples, tasks)."""
+    return self.causal and not self.cross_attention
 
 
 ARCHITECTURES: dict[str, ArchKind] = {
     'decoder': ArchKind(causal=True, objectives=('lm',), masked_lm_head=False),  # GPT-2, Llama
     'encoder': ArchKind(causal=False, objectives=('mlm',), masked_lm_head=True),  # BERT
+    'encoder_decoder': ArchKind(causal=True, objectives=('span',), masked_lm_head=False,  # T5
+                                cross_attention=True, tied_head_rescale=True),
 }
 
 # Where each block normalizes: 'pre' (GPT-2, Llama: x + f(norm(x)), a final norm after the
@@ -75,6 +97,7 @@ NORMS: dict[str, NormKind] = {
 POSITIONS: dict[str, PositionKind] = {
     'learned': PositionKind(table=True, rotary=False),
     'rope': PositionKind(table=False, rotary=True),
+    'relative': PositionKind(table=False, rotary=False, relative=True),  # T5
 }
 
 
