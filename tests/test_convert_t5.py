@@ -35,9 +35,10 @@ T5_CFG = ModelConfig(vocab_size=VOCAB, d_model=36, num_layers=2, num_decoder_lay
 LLMJAX = {'v1.0': T5_CFG, 'v1.1': dataclasses.replace(T5_CFG, mlp='geglu', tie_embeddings=False)}
 
 
-def _reference(version: str):
-  """A random float32 T5 with every parameter moved off its init, its head untied for v1.1
-  (transformers 5 ties T5's head whatever the config says, unless the weights differ)."""
+def _reference(version: str, noise: float = 0.05):
+  """A random float32 T5 with every parameter moved off its init by `noise` x N(0, 1), its
+  head untied for v1.1 (transformers 5 ties T5's head whatever the config says, unless the
+  weights differ)."""
   torch.manual_seed(0)
   model = transformers.T5ForConditionalGeneration(transformers.T5Config(**T5,
                                                                         **VERSIONS[version]))
@@ -45,7 +46,7 @@ def _reference(version: str):
     model.lm_head.weight = torch.nn.Parameter(model.shared.weight.detach().clone())
   with torch.no_grad():
     for p in model.parameters():
-      p.add_(0.05 * torch.randn_like(p))
+      p.add_(noise * torch.randn_like(p))
   return model.eval()
 
 

@@ -1,6 +1,7 @@
 """Generation with a static KV cache, and scoring of continuations.
 
-The command line (`python -m llmjax.generate`) is in `cli.py`.
+The command line (`python -m llmjax.generate`) is in `cli.py`; an encoder-decoder's
+generation (encoder once, then this decode loop) is in `seq2seq.py`.
 
 `generate` pads the prompts (left or right: the cache records each slot's position, so
 both give the same tokens), runs one prefill over them, then decodes inside a
@@ -26,7 +27,7 @@ from flax import nnx
 
 from llmjax.model.attention import KVCache
 from llmjax.model.config import ModelConfig
-from llmjax.model.transformer import Transformer
+from llmjax.model.transformer import Memory, Transformer
 
 Prompts = Sequence[Sequence[int]] | np.ndarray
 
@@ -69,6 +70,7 @@ class _State:
   done: jax.Array  # B bool
   count: jax.Array  # scalar: columns of `tokens` written so far
   key: jax.Array
+  memory: Memory | None = None  # an encoder-decoder's encoder output, read by every step
 
 
 def _bucket(n: int, minimum: int = 1) -> int:
@@ -124,17 +126,21 @@ def _emit(state: _State, sampling: _Sampling) -> _State:
 
 
 @functools.partial(jax.jit, static_argnames=('graphdef', 'capacity'))
-def _prefill(graphdef, params, tokens, positions, last, budget, key, capacity) -> _State:
+def _prefill(graphdef, params, tokens, positions, last, budget, key, capacity,
+             memory=None) -> _State:
   """Writes the padded prompts (BT, positions -1 on padding) into a fresh cache with room
-  for `capacity` new tokens; keeps the logits at column `last` of each row."""
+  for `capacity` new tokens; keeps the logits at column `last` of each row. `memory`: an
+  encoder-decoder's `Transformer.memory`, kept in the state for every step."""
   model = nnx.merge(graphdef, params)
   b, t = tokens.shape
-  x, cache = model.decode_hidden(tokens, positions, KVCache.init(model.cfg, b, t + capacity))
+  x, cache = model.decode_hidden(tokens, positions, KVCache.init(model.cfg, b, t + capacity),
+                                 memory)
   return _State(
       cache=cache, logits=model.logits(x[jnp.arange(b), last][:, None])[:, 0],
       positions=positions.max(axis=1) + 1, tokens=jnp.full((b, capacity), -1, jnp.int32),
       logprobs=jnp.zeros((b, capacity)), sampling_logprobs=jnp.zeros((b, capacity)),
-      budget=budget, done=budget <= 0, count=jnp.zeros((), jnp.int32), key=key)
+      budget=budget, done=budget <= 0, count=jnp.zeros((), jnp.int32), key=key,
+      memory=memory)
 
 
 @functools.partial(jax.jit, static_argnames=('graphdef',), donate_argnames=('state',))
@@ -149,7 +155,7 @@ def _decode(graphdef, params, state: _State, sampling: _Sampling, steps) -> _Sta
     s = _emit(s, sampling)
     token = jnp.maximum(s.tokens[:, s.count - 1], 0)  # finished rows hold -1: any valid id
     positions = jnp.where(s.tokens[:, s.count - 1] >= 0, s.positions, -1)  # -1: padding
-    logits, cache = model.decode(token[:, None], positions[:, None], s.cache)
+    logits, cache = model.decode(token[:, None], positions[:, None], s.cache, s.memory)
     return dataclasses.replace(s, cache=cache, logits=logits[:, 0], positions=s.positions + 1)
 
   return jax.lax.while_loop(lambda s: (s.count < end) & ~s.done.all(), step, state)
