@@ -8,6 +8,9 @@ D x D masked-LM transform) and the
 second term is the attention scores and weighted values (QK^T and AV, 2 FLOPs
 per multiply-add, forward 4*T*N*H per layer, backward twice that) over the full
 context T, with no discount for the causal mask (as computed by dense kernels).
+An encoder-decoder counts per target token: the encoder's parameters times its input
+tokens, the decoder's times its target tokens (cross-attention's keys and values times the
+input tokens they are computed from), attention over S x S, T x T and T x S, divided by T.
 Embedding lookups, norms, activations and softmax are not counted. The factor 3
 (forward + 2x backward) is exact for matmuls; rematerialization is not counted
 (MFU, not hardware FLOP utilization).
@@ -22,6 +25,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from llmjax.data import objectives
 from llmjax.model import options
 from llmjax.model.config import ModelConfig
 
@@ -89,8 +93,32 @@ def param_counts(cfg: ModelConfig) -> dict[str, int]:
           'embedding': embedding + head}
 
 
-def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
-  """Training FLOPs per token (forward + backward), by the convention above."""
+def span_target_length(seq_len: int) -> int:
+  """The decoder's row length of an encoder-decoder trained on `seq_len` encoder tokens by
+  T5's default span corruption (noise density 0.15, mean span 3)."""
+  return objectives.SpanCorruption((), 0).span_lengths(seq_len)[1]
+
+
+def _encoder_decoder_flops(cfg: ModelConfig, seq_len: int, target_len: int) -> float:
+  """Training FLOPs per target token of an encoder-decoder: per row, the encoder's matmuls
+  over its S = seq_len tokens, the decoder's over its T = target_len tokens, except the
+  cross-attention keys and values (computed from the S encoder tokens), the head over T,
+  and attention: S x S in the encoder, T x T (self) and T x S (cross) in the decoder."""
+  s, t, nh = seq_len, target_len, cfg.num_heads * cfg.head_dim
+  cross = _attention_matmul_params(cfg)
+  cross_kv = 2 * cfg.d_model * cfg.num_kv_heads * cfg.head_dim
+  encoder = cfg.num_layers * (6 * _layer_matmul_params(cfg) * s + 12 * s * s * nh)
+  decoder = cfg.decoder_layers * (6 * (_layer_matmul_params(cfg) + cross - cross_kv) * t
+                                  + 6 * cross_kv * s + 12 * t * t * nh + 12 * t * s * nh)
+  return (encoder + decoder + 6 * cfg.d_model * cfg.vocab_size * t) / t
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int, target_len: int | None = None) -> float:
+  """Training FLOPs per token (forward + backward), by the convention above. For an
+  encoder-decoder, per target token (the tokens its loss counts) of rows of `seq_len`
+  encoder and `target_len` decoder tokens (default: T5's span-corruption arithmetic)."""
+  if options.ARCHITECTURES[cfg.arch].cross_attention:
+    return _encoder_decoder_flops(cfg, seq_len, target_len or span_target_length(seq_len))
   matmul_params = cfg.num_layers * _layer_matmul_params(cfg) + cfg.d_model * cfg.vocab_size
   if options.ARCHITECTURES[cfg.arch].masked_lm_head:
     matmul_params += cfg.d_model * cfg.d_model  # the masked-LM head's transform
