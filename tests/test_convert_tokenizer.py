@@ -29,11 +29,12 @@ TEXTS = ['def fibonacci(n):\n    return n', '  two leading spaces', 'tabs\tand\n
 NEW_TOKENS = 12
 
 
-def _run(tmp_path, vocab_size: int, tokenizer: str):
-  """A run folder (step 3) of a small Llama-shaped model whose parameters are perturbed away
-  from init, so that greedy decoding is no constant."""
-  cfg = ModelConfig(vocab_size=vocab_size, d_model=32, num_layers=2, num_heads=4,
-                    num_kv_heads=2, head_dim=8, mlp_dim=64, max_len=64)
+def _run(tmp_path, vocab_size: int, tokenizer: str, objective: str = 'lm', **model_fields):
+  """A run folder (step 3) of a small (by default Llama-shaped) model whose parameters are
+  perturbed away from init, so that greedy decoding is no constant."""
+  cfg = ModelConfig(**{**dict(vocab_size=vocab_size, d_model=32, num_layers=2, num_heads=4,
+                                num_kv_heads=2, head_dim=8, mlp_dim=64, max_len=64),
+                       **model_fields})
   graphdef, state = nnx.split(Transformer(cfg, nnx.Rngs(0)))
   rng = np.random.default_rng(3)
   model = nnx.merge(graphdef, jax.tree.map(
@@ -43,7 +44,8 @@ def _run(tmp_path, vocab_size: int, tokenizer: str):
   ckpt.save(3, step.TrainState(step=jnp.array(3), params=nnx.state(model, nnx.Param),
                                opt_state=None, rng=None), {'iterator': None}, {})
   ckpt.close()
-  config = {'model': dataclasses.asdict(cfg), 'data': {'tokenizer': tokenizer}}
+  config = {'model': dataclasses.asdict(cfg),
+            'data': {'tokenizer': tokenizer, 'objective': objective}}
   (workdir / 'config.json').write_text(json.dumps(config))
   return workdir, model
 
@@ -100,6 +102,25 @@ def test_the_byte_tokenizer_exports_as_a_tokenizer_json(tmp_path):
 def test_a_byte_level_run_exports_a_folder_that_stands_alone(tmp_path, capsys):
   workdir, model = _run(tmp_path, 257, 'byte')
   _check_generation(tmp_path, workdir, model, ByteTokenizer(), capsys)
+
+
+def test_a_masked_lm_run_exports_its_mask_token_for_fill_mask(tmp_path, capsys):
+  bert = dict(arch='encoder', norm='layernorm', norm_position='post', embed_norm=True,
+              positions='learned', mlp='gelu_exact', use_bias=True, tie_embeddings=True,
+              num_kv_heads=4)
+  workdir, model = _run(tmp_path, 258, 'byte', objective='mlm', **bert)
+  out = tmp_path / 'hf'
+  assert convert_main(['llmjax-to-hf', '--workdir', str(workdir), '--out', str(out)]) == 0
+  hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+  assert (hf_tok.mask_token, hf_tok.mask_token_id) == ('[MASK]', 257)  # llmjax's mask id
+  ids = hf_tok('ab[MASK]d').input_ids
+  assert ids == [256, 97, 98, 257, 100]
+  # transformers' fill-mask, from the folder alone, predicts what the llmjax model does.
+  fill = transformers.pipeline('fill-mask', model=str(out), top_k=3)
+  logits = np.asarray(model(jnp.asarray([ids])))[0, 3]
+  assert [guess['token'] for guess in fill('ab[MASK]d')] == list(np.argsort(-logits)[:3])
+  with pytest.raises(ValueError, match='the mask token is id 300, but the tokenizer has 257'):
+    hf_tokenizer.of_run(ByteTokenizer(), mask_id=300)
 
 
 @pytest.fixture(scope='module')

@@ -16,6 +16,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from llmjax.data.tokenizers import ByteTokenizer, HuggingFaceTokenizer, SentencePieceTokenizer
 
 EOT = '<|endoftext|>'  # the byte tokenizer's end-of-text, named as GPT-2 names it
+MASK = '[MASK]'  # the masked-LM objective's mask token (one past the tokenizer's ids), as BERT
 FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json')
 
 
@@ -72,35 +73,54 @@ def _starting_with(tokenizer: Tokenizer, token: str, token_id: int) -> Tokenizer
   return tokenizer
 
 
-def of_run(tokenizer) -> tuple[Tokenizer, str] | None:
+def with_mask(tokenizer: Tokenizer, mask_id: int) -> Tokenizer:
+  """`tokenizer` with MASK as a special token at `mask_id`, which must be the next free id
+  (the masked-LM objective puts its mask one past the tokenizer's ids)."""
+  if tokenizer.get_vocab_size(with_added_tokens=True) != mask_id:
+    raise ValueError(f'the mask token is id {mask_id}, but the tokenizer has '
+                     f'{tokenizer.get_vocab_size(with_added_tokens=True)} ids: it cannot be '
+                     f'added as the next one')
+  tokenizer.add_special_tokens([MASK])
+  return tokenizer
+
+
+def of_run(tokenizer, mask_id: int | None = None) -> tuple[Tokenizer, str] | None:
   """(tokenizer.json as a Tokenizer that starts each text with end-of-text, end-of-text's
-  text) of an llmjax tokenizer object; None for kinds that have none (a tokenizer.json
-  already is one; synthetic languages have no text)."""
+  text) of an llmjax tokenizer object, with MASK at `mask_id` if given (masked-LM runs);
+  None for kinds that have none (a tokenizer.json already is one; synthetic languages have
+  no text)."""
   if isinstance(tokenizer, ByteTokenizer):
-    return _starting_with(byte_level(), EOT, tokenizer.eot_id), EOT
-  if isinstance(tokenizer, SentencePieceTokenizer):
+    converted, eot = byte_level(), EOT
+  elif isinstance(tokenizer, SentencePieceTokenizer):
     converted = sentencepiece(tokenizer.path)
     eot = converted.id_to_token(tokenizer.eot_id)
-    return _starting_with(converted, eot, tokenizer.eot_id), eot
-  return None
+  else:
+    return None
+  if mask_id is not None:
+    with_mask(converted, mask_id)
+  return _starting_with(converted, eot, tokenizer.eot_id), eot
 
 
-def of_hf_file(path) -> tuple[Tokenizer, str]:
+def of_hf_file(path, mask_id: int | None = None) -> tuple[Tokenizer, str]:
   """A run's tokenizer.json (data.tokenizer='hf:PATH'), made to start each text with
-  end-of-text, as the run's documents did."""
+  end-of-text, as the run's documents did; with MASK at `mask_id` if given."""
   llmjax_view = HuggingFaceTokenizer(path)
   file = pathlib.Path(path)
   tokenizer = Tokenizer.from_file(str(file / 'tokenizer.json' if file.is_dir() else file))
+  if mask_id is not None:
+    with_mask(tokenizer, mask_id)
   eot = tokenizer.id_to_token(llmjax_view.eot_id)
   return _starting_with(tokenizer, eot, llmjax_view.eot_id), eot
 
 
 def write(folder, tokenizer: Tokenizer, eot: str, max_len: int) -> None:
   """tokenizer.json and what transformers reads beside it; end-of-text is BOS, EOS and
-  padding (there is no other special token)."""
+  padding, and MASK, where the tokenizer has it, the mask token (fill-mask pipelines)."""
   folder = pathlib.Path(folder)
   tokenizer.save(str(folder / 'tokenizer.json'))
   special = dict(bos_token=eot, eos_token=eot, pad_token=eot)
+  if tokenizer.token_to_id(MASK) is not None:
+    special['mask_token'] = MASK
   config = dict(tokenizer_class='PreTrainedTokenizerFast', model_max_length=max_len,
                 add_bos_token=True, clean_up_tokenization_spaces=False, **special)
   (folder / 'tokenizer_config.json').write_text(json.dumps(config, indent=2) + '\n')

@@ -74,12 +74,13 @@ def _run_tokenizer(run: runs.RunFolder):
   document starts with end-of-text) goes into every tokenizer llmjax trained with. An
   imported folder's tokenizer.json is copied as it came."""
   spec = run.experiment.data.tokenizer
+  if spec.startswith('hf:') and run.imported:
+    return spec.removeprefix('hf:'), None
+  # A masked-LM run's mask token (one past the tokenizer's ids) goes into the export.
+  mask = pipeline.mask_id(run.tokenizer) if run.experiment.data.objective == 'mlm' else None
   if spec.startswith('hf:'):
-    path = spec.removeprefix('hf:')
-    if run.imported:
-      return path, None
-    return None, hf_tokenizer.of_hf_file(path)
-  return None, hf_tokenizer.of_run(run.tokenizer)
+    return None, hf_tokenizer.of_hf_file(spec.removeprefix('hf:'), mask)
+  return None, hf_tokenizer.of_run(run.tokenizer, mask)
 
 
 def run_to_hf(workdir, out_dir, step: int | None = None, overwrite: bool = False,
