@@ -33,7 +33,7 @@ def _curve(ax, curve: Curve, color, shift: float) -> None:
   ax.plot(grid, curve.predict(grid), color=color,
           label=f'{curve.examples} examples: fit, a = {a.value:.2g} [{a.lo:.2g}, {a.hi:.2g}]')
   if curve.draws:
-    ax.fill_between(grid, *curve.band(grid), color=color, alpha=0.15, linewidth=0,
+    ax.fill_between(grid, *curve.band(grid), color=color, alpha=0.12, linewidth=0,
                     label=f'{curve.examples} examples: 95% bootstrap band')
 
 
@@ -61,7 +61,8 @@ def _panel(ax, metric: str, curves: list[Curve]) -> None:
   ax.set_xlabel(COMPUTE, fontsize=8)
   ax.set_ylabel(_LABELS.get(metric, metric), fontsize=8)
   ax.set_title(f'{metric}: 1 - metric = k (C / C_ref)^a per example count', fontsize=9)
-  ax.legend(fontsize=6, loc='best')
+  # Below the axes: three curves' bands leave no corner free of data.
+  ax.legend(fontsize=6.5, loc='upper center', bbox_to_anchor=(0.5, -0.16), ncol=2)
   missing = [f'{c.examples} examples: {c.not_fitted}' for c in curves if c.law is None]
   if missing:
     note(ax, 'not fitted: ' + '; '.join(missing))
@@ -71,7 +72,7 @@ def plot(curves: list[Curve]) -> Figure:
   """One panel per metric: each example count's fine-tunes against the pretraining compute
   of their checkpoints, its fitted law and band, and chance."""
   metrics = list(dict.fromkeys(c.metric for c in curves))
-  fig = Figure(figsize=(5.6 * max(1, len(metrics)), 4.2), layout='constrained')
+  fig = Figure(figsize=(5.6 * max(1, len(metrics)), 5.6), layout='constrained')
   axes = fig.subplots(1, max(1, len(metrics)), squeeze=False).ravel()
   for ax, metric in zip(axes, metrics):
     _panel(ax, metric, [c for c in curves if c.metric == metric])
