@@ -10,6 +10,10 @@
 PATH is a sweep workdir (its results table is rebuilt from the trial folders) or a CSV of
 points (a results.csv, or external data such as published (N, D, loss) points).
 `--fix E=1.48` holds Approach 3's E (any of E, A, B, alpha, beta) at a known value.
+A sweep with fine-tune trials (finetune_task other than lm, e.g.
+experiments/scaling/finetune_transfer.py): the fits read its pretraining trials only, the
+report adds the fine-tuning transfer section, and it succeeds (exit 0) even when the
+pretraining trials support no approach.
 Every fit's warnings (parameters at a bound, degenerate exponents, collapsed or huge
 intervals, predictions below the known entropy) go to stderr and into the summary.
 Exit codes: 0 fitted, 2 bad input (path, table, or no approach could be fitted).
