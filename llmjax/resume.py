@@ -44,7 +44,7 @@ def changes(saved: dict, resolved: dict) -> list[tuple[str, object, object]]:
   return found
 
 
-def _as_written_now(run: runs.RunFolder) -> dict:
+def as_written_now(run: runs.RunFolder) -> dict:
   """The folder's config as this version writes it: fields added since take their
   defaults, moved fields their new place, so only real changes differ."""
   return {**run.config, **configs.as_dict(run.experiment)}
@@ -63,7 +63,7 @@ def problem(workdir: pathlib.Path, resolved: dict, allowed: set[str]) -> str | N
     return None
   run = runs.RunFolder(workdir)
   try:
-    saved = _as_written_now(run)
+    saved = as_written_now(run)
   except (FileNotFoundError, configs.ConfigError) as e:
     return f'{e}; move it aside to start a new run there, or choose another --workdir'
   if run.imported:
@@ -93,7 +93,7 @@ def record(workdir: pathlib.Path, resolved: dict) -> list[str]:
   if path.exists():
     run = runs.RunFolder(workdir)
     saved = run.config
-    found = changes(_as_written_now(run), resolved)
+    found = changes(as_written_now(run), resolved)
     if found:
       reached = run.steps
       entry = {'replaced_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),

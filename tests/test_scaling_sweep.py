@@ -201,6 +201,26 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
                edited.trials)
 
 
+def test_a_field_added_to_llmjax_since_a_trial_ran_is_no_change(tmp_path):
+  """An upgrade that adds config fields (at their defaults) must not orphan a sweep's
+  finished trials; a real edit is refused, naming the field."""
+  sw = _load(TINY)
+  trial = sw.trials[0]
+  exp = runner.build_all(sw, jax.device_count())[trial.name]
+  folder = runner.trial_dir(tmp_path, trial.name)
+  folder.mkdir(parents=True)
+  written = configs.as_dict(exp)
+  del written['model']['scale_scores'], written['optim']['weight_decay_mode']  # older version
+  (folder / 'config.json').write_text(json.dumps(written, default=str))
+  # The hash an older version recorded differs: every added field changed it.
+  (folder / 'trial.json').write_text(json.dumps({'status': 'done', 'config_hash': 'old'}))
+  runner._check_unchanged(tmp_path, [trial], {trial.name: exp})  # accepted
+  edited = grids.Trial(trial.name, {**trial.overrides, 'optim.lr': 3e-2})
+  edited_exp = configs.build(grids.trial_config(sw.base, edited), jax.device_count())
+  with pytest.raises(configs.ConfigError, match=r"different config \(optim.lr: 0.01 -> 0.03\)"):
+    runner._check_unchanged(tmp_path, [edited], {trial.name: edited_exp})
+
+
 @pytest.mark.slow
 def test_cli_refuses_bad_arguments(tmp_path):
   bad_index = _sweep_cli(tmp_path, '--trial_index=6')

@@ -33,7 +33,7 @@ import traceback
 import jax
 from ml_collections import config_dict
 
-from llmjax import configs, provenance, runs, train, warmstart
+from llmjax import configs, provenance, resume, runs, train, warmstart
 from llmjax.data.sources import DataError
 from llmjax.scaling import grids
 
@@ -243,12 +243,30 @@ def _check_unchanged(workdir: pathlib.Path, trials: list[grids.Trial],
   (its old results would otherwise be mistaken for the new config's)."""
   problems = []
   for trial in trials:
-    recorded = read_status(workdir, trial.name).get('config_hash')
-    if recorded and recorded != config_hash(experiments[trial.name]):
+    changed = _changed_fields(workdir, trial.name, experiments[trial.name])
+    if changed:
       problems.append(f'trial {trial.name!r} in {trial_dir(workdir, trial.name)} was run with a '
-                      f'different config; move that folder away or rename the trial')
+                      f'different config ({"; ".join(changed)}); move that folder away or '
+                      f'rename the trial')
   if problems:
     raise configs.ConfigError('\n'.join(problems))
+
+
+def _changed_fields(workdir: pathlib.Path, name: str, exp: configs.Experiment) -> list[str]:
+  """The hashed fields in which `exp` differs from what trial `name` ran with. Read from its
+  config.json as this version would write it, so a field added to llmjax since (at its
+  default) is no change; a trial stopped before writing one is compared by its hash."""
+  folder = trial_dir(workdir, name)
+  if not (folder / 'config.json').exists():
+    recorded = read_status(workdir, name).get('config_hash')
+    return ['config hash'] if recorded and recorded != config_hash(exp) else []
+  try:
+    saved = resume.as_written_now(runs.RunFolder(folder))
+  except configs.ConfigError as e:  # fields that no longer exist
+    return [str(e)]
+  return [f'{field}: {old!r} -> {new!r}'
+          for field, old, new in resume.changes(saved, configs.as_dict(exp))
+          if field.split('.')[0] in HASHED_SECTIONS]
 
 
 def _say(message: str) -> None:
