@@ -4,6 +4,11 @@ closed-form counts, span-corruption rows through the pipeline, bad configs. Hugg
 conversion is in test_convert_t5.py."""
 
 import dataclasses
+import json
+import pathlib
+import subprocess
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -173,6 +178,26 @@ def test_span_rows_invert_to_document_pieces_and_fill_their_rows():
   assert not np.array_equal(other['encoder_inputs'], batches[0]['encoder_inputs'])
 
 
+def test_span_rows_resume_exactly_and_split_across_processes_as_one_batch():
+  corpus, _ = _span_corpus()
+  cfg = _span_cfg()
+  it = iter(pipeline.train_dataset(corpus, cfg))
+  for _ in range(2):
+    next(it)
+  state = it.get_state()
+  expected = [next(it)['batch'] for _ in range(2)]
+  resumed = iter(pipeline.train_dataset(corpus, cfg))
+  pipeline.restore_state(resumed, json.loads(json.dumps(state)))  # as a checkpoint keeps it
+  for want in expected:
+    got = next(resumed)['batch']
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key])
+  whole = next(iter(pipeline.train_dataset(corpus, cfg)))['batch']
+  second = next(iter(pipeline.train_dataset(corpus, cfg, process_index=1, process_count=2)))
+  for key in whole:
+    np.testing.assert_array_equal(second['batch'][key], whole[key][2:])
+
+
 def test_span_eval_batches_count_target_tokens():
   corpus, _ = _span_corpus()
   cfg = _span_cfg()
@@ -263,3 +288,44 @@ def test_a_good_span_config_builds():
     config['data' if field in ('objective', 'packing') else 'model'][field] = value
   exp = configs.build(config, num_devices=1)
   assert exp.train.sample_tokens == 0  # nothing to sample from a prompt
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _losses(folder):
+  lines = (folder / 'metrics.jsonl').read_text().splitlines()
+  return {r['step']: r['loss'] for r in map(json.loads, lines) if 'loss' in r}
+
+
+@pytest.mark.slow
+def test_t5_experiment_trains_from_the_command_line(tmp_path):
+  out = subprocess.run([sys.executable, '-m', 'llmjax.main', '--config',
+                        'experiments/t5.py:tiny', '--workdir', str(tmp_path / 't5')],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  losses = _losses(tmp_path / 't5')
+  assert losses[max(losses)] < losses[min(losses)] < np.log(260) + 0.5
+
+
+@pytest.mark.slow
+def test_a_span_run_killed_after_a_save_resumes_bitwise(tmp_path):
+  command = [sys.executable, '-m', 'llmjax.main', '--config', 'experiments/t5.py:tiny',
+             '--config.train.log_every=1', '--config.checkpoint.every_steps=5',
+             '--config.checkpoint.keep_log_spaced=False']
+  straight = subprocess.run([*command, f'--workdir={tmp_path / "straight"}'], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+  assert straight.returncode == 0, straight.stderr[-2000:]
+  killed = tmp_path / 'killed'
+  proc = subprocess.Popen([*command, f'--workdir={killed}'], cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not (killed / 'checkpoints' / '10').is_dir() and time.time() < deadline:
+    time.sleep(0.05)
+  proc.kill()
+  proc.wait()
+  resumed = subprocess.run([*command, f'--workdir={killed}'], cwd=ROOT, capture_output=True,
+                           text=True, timeout=600)
+  assert resumed.returncode == 0 and 'resuming from' in resumed.stdout, resumed.stderr[-2000:]
+  assert _losses(killed) == _losses(tmp_path / 'straight')  # span corruption included
+  assert sorted(_losses(killed)) == list(range(1, 21))
