@@ -57,6 +57,10 @@ def _init_from_problem(exp: configs.Experiment) -> str | None:
   """Why `config.init_from` cannot start this run, if it cannot (before any write)."""
   if not exp.init_from:
     return None
+  if exp.init_from.startswith('trial:'):
+    return (f'invalid config:\nconfig.init_from={exp.init_from!r}: trial:NAME names another '
+            f'trial of a sweep and works only in python -m llmjax.sweep; here give the trial\'s '
+            f'folder (SWEEP/trials/NAME)')
   try:
     warmstart.check(exp.init_from, exp.model)
   except (FileNotFoundError, ValueError) as e:

@@ -434,6 +434,8 @@ def finish(loop: Loop, graphdef: nnx.GraphDef, tokenizer) -> None:
   print(f'step {cfg.steps}: train loss {last["loss"]:.4f}, eval loss {last["eval/loss"]:.4f} '
         f'nats/token, {last["eval/bits_per_byte"]:.4f} {unit}')
   if loop.finetune is not None and loop.finetune.name != 'lm':
+    if not loop.exp.finetune.predictions:  # finetune.predictions=0: none asked for
+      return
     model = nnx.merge(graphdef, loop.weights(loop.state))
     rows = finetune_report.predictions(loop.finetune, model, tokenizer,
                                        loop.exp.finetune.predictions, loop.exp.data.seq_len)

@@ -85,6 +85,9 @@ CASES = {
     'fake_devices_negative': (lambda t: ['--config', TINY, '--num_fake_devices=-2'],
                               '--num_fake_devices=-2'),
     'init_from_other_shape': (_other_shape_run, 'other parameter shapes'),
+    'init_from_trial_outside_a_sweep': (
+        lambda t: ['--config', TINY, '--config.init_from=trial:pre'],
+        "trial:NAME names another trial of a sweep and works only in python -m llmjax.sweep"),
     # data
     'empty_text_file': (lambda t: _files(t, {'a.txt': 'text\n', 'b.txt': ''}, '*.txt'),
                         'b.txt is empty'),
