@@ -513,9 +513,9 @@ def _check_finetune(exp: Experiment, errors: list[str]) -> None:
   _choice(errors, 'finetune.truncate', f.truncate, TRUNCATIONS)
   if f.task not in ('sft', 'classify'):
     return
-  if not f.train_data.startswith(('builtin:', 'jsonl:')):
+  if not f.train_data.startswith(('builtin:', 'jsonl:', 'tfds:')):
     errors.append(f'config.finetune.train_data={f.train_data!r}: finetune.task={f.task} needs '
-                  f'builtin:NAME or jsonl:PATH')
+                  f'builtin:NAME, tfds:NAME or jsonl:PATH')
   if f.train_data.startswith('jsonl:') and not f.eval_data.startswith('jsonl:'):
     errors.append(f'config.finetune.eval_data={f.eval_data!r}: JSONL training data needs a '
                   f'held-out jsonl:PATH')
@@ -526,8 +526,8 @@ def _check_finetune(exp: Experiment, errors: list[str]) -> None:
   if f.task == 'sft' and arch and not arch.causal:
     errors.append(f'config.finetune.task=sft needs a causal model; model.arch='
                   f'{exp.model.arch!r} is not (use finetune.task=classify)')
-  builtin = f.train_data.startswith('builtin:')
-  if f.task == 'classify' and not builtin and not f.labels and f.num_labels < 2:
+  labelled = f.train_data.startswith(('builtin:', 'tfds:'))  # the task brings its labels
+  if f.task == 'classify' and not labelled and not f.labels and f.num_labels < 2:
     errors.append('config.finetune.task=classify needs finetune.labels (the declared label '
                   'set) or finetune.num_labels >= 2')
   if f.labels and f.num_labels and f.num_labels != len(f.labels):

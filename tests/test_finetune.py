@@ -207,3 +207,22 @@ def test_classify_rows_pool_the_last_token_of_a_decoder_and_the_cls_token_of_an_
   assert encoder['weights'].tolist() == [1.0, 0, 0, 0] and encoder['targets'][0] == 1
   with pytest.raises(examples.ExampleError, match='f line 1: 7 tokens exceed data.seq_len=4'):
     encode.classify_row(example, TOKENIZER, prefix, False, 4, 'error')
+
+
+def test_tfds_sets_fine_tune_from_their_train_split(tmp_path):
+  tfds = pytest.importorskip('tensorflow_datasets')
+  with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+    classify = finetune_task.make(_experiment(
+        tmp_path, task='classify', train_data='tfds:glue/sst2', max_examples=5, truncate='left'))
+    sft = finetune_task.make(_experiment(tmp_path, task='sft', train_data='tfds:squad',
+                                         truncate='left'))
+    with pytest.raises(examples.ExampleError,
+                       match='tfds:squad is a generate task; finetune.task=classify needs'):
+      finetune_task.make(_experiment(tmp_path, task='classify', train_data='tfds:squad',
+                                     num_labels=2))
+  # The dataset's class names are the label words; the train split is what is trained on,
+  # the eval task's split (validation) what is held out.
+  assert classify.label_words == (' negative', ' positive')
+  assert classify.corpus.info[pipeline.EXAMPLES_INFO] == 5 and len(classify.corpus.train) == 5
+  assert classify.held_out and all('/validation/' in e['id'] for e in classify.held_out)
+  assert len(sft.corpus.train) == 8 and all(r['weights'].sum() > 0 for r in sft.corpus.train)

@@ -12,8 +12,10 @@ class FinetuneConfig:
   # loss on completion tokens only; classify: a label per text, cross-entropy over labels.
   task: str = 'lm'
   # Fine-tune examples: builtin:NAME (a built-in task's shape, made from the files the
-  # pretraining split trains on; evaluated on that task's held-out examples) or
-  # jsonl:PATH (one example per line; eval_data names the held-out file).
+  # pretraining split trains on; evaluated on that task's held-out examples), tfds:NAME (a
+  # prepared TFDS set of llmjax.eval.tfds_tasks: its train split; held out, the split its
+  # eval task scores) or jsonl:PATH (one example per line; eval_data names the held-out
+  # file).
   train_data: str = ''
   eval_data: str = ''  # jsonl:PATH of held-out examples (builtin: the task's own)
   prompt_field: str = 'prompt'  # sft JSONL fields

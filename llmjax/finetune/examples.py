@@ -14,13 +14,16 @@ of each 'assistant' turn are weighted, the rest is context.
 
 Built-in tasks (`builtin:NAME`): training examples from the files the pretraining split
 trains on (builtin_code.training_examples), held-out ones from the task itself.
+TFDS sets (`tfds:NAME`, llmjax.eval.tfds_tasks): training examples from the prepared
+dataset's train split, held-out ones from the split the eval task scores (never downloaded).
 """
 
 import json
 import pathlib
 
 from llmjax.data.sources import DataError
-from llmjax.eval import builtin, builtin_code
+from llmjax.eval import builtin, builtin_code, tfds_tasks
+from llmjax.eval.tasks import TaskError
 
 CHAT_TURN = '<|{role}|>\n{text}\n'
 ASSISTANT = 'assistant'
@@ -121,9 +124,26 @@ def builtin_examples(name: str, cfg, data_cfg, seed: int) -> tuple[list, list, t
                                            data_cfg.split_seed, cfg.builtin_files)
   except ValueError as e:
     raise ExampleError(f'finetune.train_data=builtin:{name}: {e}') from None
+  return _task_examples(f'builtin:{name}', task, train, cfg)
+
+
+def tfds_examples(name: str, cfg, data_cfg) -> tuple[list, list, tuple]:
+  """(training examples, held-out examples, label words) of TFDS set `name` ('tfds:...'):
+  the first finetune.max_examples of its train split, and its eval task's examples."""
+  try:
+    task = tfds_tasks.task(name, data_dir=data_cfg.data_dir)
+    train = tfds_tasks.examples(name, 'train', cfg.max_examples, data_cfg.data_dir)
+  except TaskError as e:
+    raise ExampleError(f'finetune.train_data={name}: {e}') from None
+  return _task_examples(name, task, train, cfg)
+
+
+def _task_examples(spec: str, task, train: list, cfg) -> tuple[list, list, tuple]:
+  """A task's training and held-out examples as fine-tune ones, if its kind fits the
+  fine-tune (classify: a classify task; sft: generation or multiple choice)."""
   wanted = ('classify',) if cfg.task == 'classify' else ('generate', 'multiple_choice')
   if task.kind not in wanted:
-    raise ExampleError(f'finetune.train_data=builtin:{name} is a {task.kind} task; '
+    raise ExampleError(f'finetune.train_data={spec} is a {task.kind} task; '
                        f'finetune.task={cfg.task} needs {" or ".join(wanted)}')
   convert = lambda examples: [_from_task_shape(e, task.kind, task.stop) for e in examples]
   return convert(train), convert(task.examples), task.labels

@@ -41,6 +41,8 @@ def _examples(exp) -> tuple[list, list, tuple]:
   if cfg.train_data.startswith('builtin:'):
     return examples.builtin_examples(cfg.train_data[len('builtin:'):], cfg, exp.data,
                                      exp.train.seed)
+  if cfg.train_data.startswith('tfds:'):
+    return examples.tfds_examples(cfg.train_data, cfg, exp.data)
   return (examples.read_jsonl(cfg.train_data, cfg), examples.read_jsonl(cfg.eval_data, cfg),
           ())
 
