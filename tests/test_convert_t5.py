@@ -13,7 +13,7 @@ from flax import nnx
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
-from llmjax.convert import hf, hf_config  # noqa: E402
+from llmjax.convert import check, hf, hf_config  # noqa: E402
 from llmjax.model.config import ModelConfig  # noqa: E402
 from llmjax.model.transformer import Transformer  # noqa: E402
 
@@ -136,3 +136,22 @@ def test_released_configs_read_as_their_version():
   assert old == new and not old.tie_embeddings and old.mlp == 'geglu'
   v10 = hf_config.config_from_hf({'model_type': 't5', **T5})
   assert v10.tie_embeddings and v10.mlp == 'relu' and v10.num_decoder_layers == 3
+
+
+def test_the_checker_compares_every_layer_of_both_stacks(tmp_path):
+  _reference('v1.1').save_pretrained(tmp_path / 'hf', safe_serialization=True)
+  report = check.compare(tmp_path / 'hf', length=13)
+  assert report.names == ['encoder embeddings', 'encoder layer 0', 'encoder layer 1 + final norm',
+                          'decoder embeddings', 'decoder layer 0', 'decoder layer 1',
+                          'decoder layer 2 + final norm', 'logits']
+  assert report.first_mismatch() is None, report.lines()
+  # Both sides computed each block (an embedding lookup is exact).
+  assert all(d > 0 for n, d in zip(report.names, report.max_diff) if 'layer' in n)
+
+
+def test_decoder_depth_compares_however_it_is_written():
+  explicit = dataclasses.replace(T5_CFG, num_layers=3, num_decoder_layers=3)
+  assert hf_config.architecture_mismatch(explicit, dataclasses.replace(explicit,
+                                                                       num_decoder_layers=0)) == []
+  assert hf_config.architecture_mismatch(T5_CFG, dataclasses.replace(T5_CFG, num_decoder_layers=2)
+                                         ) == ['model.num_decoder_layers: run 3, hf 2']

@@ -19,7 +19,7 @@ from llmjax.convert import hf, hf_weights
 from llmjax.convert.hf_config import ConversionError, architecture_mismatch
 from llmjax.model import options
 from llmjax.model import parametrization as pz
-from llmjax.model.attention import attention_mask
+from llmjax.model.attention import attention_mask, cross_mask
 from llmjax.model.transformer import Transformer
 
 TOLERANCE = 1e-4  # float32 on both sides: differences are rounding, far below this
@@ -60,6 +60,33 @@ def _llmjax_outputs(model, tokens: np.ndarray) -> list[np.ndarray]:
   return [np.asarray(o, np.float32) for o in (*outputs, model.logits(x))]
 
 
+def _encoder_decoder_outputs(model, tokens: np.ndarray) -> list[np.ndarray]:
+  """An encoder-decoder's outputs as transformers lists them: the encoder's embeddings and
+  blocks (the last through its final norm), then the decoder's (reading the same tokens),
+  then the logits."""
+  tokens = jnp.asarray(tokens)
+  positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+  ones = jnp.ones_like(tokens)
+  relative = options.POSITIONS[model.cfg.positions].relative
+  stacks = [(model.encoder_blocks, model.encoder_norm, attention_mask(ones, causal=False),
+             dict(bias=model.encoder_relative_bias(positions, positions)) if relative else {}),
+            (model.blocks, model.final_norm, attention_mask(ones, causal=True),
+             dict(bias=model.relative_bias(positions, positions)) if relative else {})]
+  outputs = []
+  for k, (blocks, norm, mask, extras) in enumerate(stacks):
+    if k == 1:  # the decoder reads the encoder's normed output
+      extras = {**extras, 'memory': outputs[-1], 'cross_mask': cross_mask(ones, ones)}
+    x = model.embed_tokens(tokens, positions)
+    outputs.append(x)
+    graphdef, stacked = nnx.split(blocks)
+    for i in range(jax.tree.leaves(stacked)[0].shape[0]):
+      x = nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], stacked))(x, positions, mask,
+                                                                           **extras)
+      outputs.append(x)
+    outputs[-1] = norm(x)
+  return [np.asarray(o, np.float32) for o in (*outputs, model.logits(x))]
+
+
 def _as_exported(model):
   """A mup/completep model as the sp model its export computes (multipliers folded into
   the weights, `hf_weights.fold_multipliers`): the same logits, and layer outputs that
@@ -86,6 +113,13 @@ def _transformers_outputs(folder, tokens: np.ndarray, cfg) -> list[np.ndarray]:
   except ImportError:
     raise ValueError('the checker runs the reference in transformers: pip install torch '
                      'transformers') from None
+  if options.ARCHITECTURES[cfg.arch].cross_attention:
+    reference = transformers.AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=torch.float32)
+    with torch.no_grad():
+      out = reference.eval()(input_ids=torch.tensor(tokens),
+                             decoder_input_ids=torch.tensor(tokens), output_hidden_states=True)
+    hidden = out.encoder_hidden_states + out.decoder_hidden_states
+    return [h.numpy() for h in hidden] + [out.logits.numpy()]
   auto = (transformers.AutoModelForMaskedLM if cfg.arch == 'encoder' else
           transformers.AutoModelForCausalLM)
   reference = auto.from_pretrained(folder, dtype=torch.float32)
@@ -97,6 +131,11 @@ def _transformers_outputs(folder, tokens: np.ndarray, cfg) -> list[np.ndarray]:
 
 
 def _names(cfg) -> list[str]:
+  if options.ARCHITECTURES[cfg.arch].cross_attention:
+    return [f'{stack} {name}' for stack, count in (('encoder', cfg.num_layers),
+                                                    ('decoder', cfg.decoder_layers))
+            for name in ('embeddings', *(f'layer {i}' for i in range(count - 1)),
+                         f'layer {count - 1} + final norm')] + ['logits']
   layers = [f'layer {i}' for i in range(cfg.num_layers - 1)]
   last = f'layer {cfg.num_layers - 1}' + ' + final norm' * _has_final_norm(cfg)
   return ['embeddings', *layers, last, 'logits']
@@ -119,7 +158,8 @@ def compare(hf_dir, workdir=None, step: int | None = None, num_prompts: int = 3,
     model, source = _as_exported(run.model(step)), f'run {workdir}'
   length = min(length, model.cfg.max_len)
   tokens = np.random.default_rng(seed).integers(0, model.cfg.vocab_size, (num_prompts, length))
-  ours = _llmjax_outputs(model, tokens)
+  ours = (_encoder_decoder_outputs if options.ARCHITECTURES[model.cfg.arch].cross_attention
+          else _llmjax_outputs)(model, tokens)
   theirs = _transformers_outputs(hf_dir, tokens, model.cfg)
   if len(ours) != len(theirs):
     raise ConversionError(f'transformers reports {len(theirs) - 1} outputs, llmjax '

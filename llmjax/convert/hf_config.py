@@ -380,10 +380,14 @@ def config_to_hf(cfg: ModelConfig, dtype: str = 'float32', eos_token_id: int | N
 def architecture_mismatch(run: ModelConfig, imported: ModelConfig) -> list[str]:
   """'model.FIELD: run A, hf B' for each architecture field that differs.
 
-  max_len counts only with learned positions, where it sizes a parameter.
+  max_len counts only with learned positions, where it sizes a parameter;
+  num_decoder_layers compares the decoder stacks' depths.
   """
   table = options.POSITIONS[imported.positions].table
   fields = ARCHITECTURE_FIELDS + (('max_len',) if table else ())
   run_values, hf_values = dataclasses.asdict(run), dataclasses.asdict(imported)
+  # The decoder's depth, however it is written (0 means as deep as the encoder).
+  run_values['num_decoder_layers'] = run.decoder_layers
+  hf_values['num_decoder_layers'] = imported.decoder_layers
   return [f'model.{f}: run {run_values[f]!r}, hf {hf_values[f]!r}' for f in fields
           if run_values[f] != hf_values[f]]
