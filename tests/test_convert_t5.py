@@ -155,3 +155,19 @@ def test_decoder_depth_compares_however_it_is_written():
                                                                        num_decoder_layers=0)) == []
   assert hf_config.architecture_mismatch(T5_CFG, dataclasses.replace(T5_CFG, num_decoder_layers=2)
                                          ) == ['model.num_decoder_layers: run 3, hf 2']
+
+
+def test_a_byte_runs_sentinels_are_exported_as_t5s_and_read_back(tmp_path):
+  from llmjax.convert import hf_tokenizer  # noqa: PLC0415
+  from llmjax.data import pipeline, tokenizers  # noqa: PLC0415
+  cfg = pipeline.DataConfig(seq_len=64, objective='span', packing='first_fit')
+  span = pipeline.span_corruption(tokenizers.ByteTokenizer(), cfg)
+  assert span.sentinels == (257, 258, 259)  # past the bytes and end-of-text
+  converted, eot = hf_tokenizer.of_run(tokenizers.ByteTokenizer(), None, span.sentinels)
+  hf_tokenizer.write(tmp_path, converted, eot, 64)
+  exported = tokenizers.load(f'hf:{tmp_path}')
+  assert pipeline.span_corruption(exported, cfg).sentinels == span.sentinels
+  fast = transformers.AutoTokenizer.from_pretrained(tmp_path)
+  assert fast.convert_tokens_to_ids('<extra_id_2>') == 259
+  with pytest.raises(ValueError, match='not the next free ids'):
+    hf_tokenizer.of_run(tokenizers.ByteTokenizer(), None, (258, 259))

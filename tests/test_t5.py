@@ -59,6 +59,12 @@ def test_decoder_is_causal_and_reads_its_whole_encoder_input(changes):
   assert np.all(np.abs(last - logits).max(-1) > 0.0), 'a decoder position ignored the encoder'
 
 
+def test_a_call_without_the_encoder_input_says_what_is_missing():
+  with pytest.raises(ValueError, match="model.arch='encoder_decoder' reads an encoder input: "
+                                       "pass encoder_inputs"):
+    _model(**T5_V11)(_tokens((1, 4), 0))
+
+
 @pytest.mark.parametrize('changes', VARIANTS, ids=_ids)
 def test_each_decoder_segment_reads_only_its_own_encoder_segment(changes):
   model = _model(**changes)
@@ -306,6 +312,16 @@ def test_t5_experiment_trains_from_the_command_line(tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   losses = _losses(tmp_path / 't5')
   assert losses[max(losses)] < losses[min(losses)] < np.log(260) + 0.5
+  # Exported as T5 (sentinels in its tokenizer), and transformers computes the same layers.
+  for command in (['llmjax-to-hf', '--out', str(tmp_path / 'hf')], ['check', '--hf_dir',
+                                                                    str(tmp_path / 'hf')]):
+    out = subprocess.run([sys.executable, '-m', 'llmjax.convert', *command, '--workdir',
+                          str(tmp_path / 't5')], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+  assert 'every output within' in out.stdout, out.stdout
+  vocab = json.loads((tmp_path / 'hf' / 'tokenizer.json').read_text())['added_tokens']
+  assert {t['content']: t['id'] for t in vocab}['<extra_id_2>'] == 259
 
 
 @pytest.mark.slow

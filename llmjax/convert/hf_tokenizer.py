@@ -84,9 +84,24 @@ def with_mask(tokenizer: Tokenizer, mask_id: int) -> Tokenizer:
   return tokenizer
 
 
-def of_run(tokenizer, mask_id: int | None = None) -> tuple[Tokenizer, str] | None:
+def with_sentinels(tokenizer: Tokenizer, sentinel_ids) -> Tokenizer:
+  """`tokenizer` with T5's sentinels <extra_id_0>, ... as special tokens at `sentinel_ids`,
+  which must be the next free ids in order (span corruption puts them past the tokenizer's
+  ids when it has none), so a run's export and its re-import read the same sentinels."""
+  ids = list(sentinel_ids)
+  if ids and ids != list(range(tokenizer.get_vocab_size(with_added_tokens=True),
+                               tokenizer.get_vocab_size(with_added_tokens=True) + len(ids))):
+    raise ValueError(f'sentinel ids {ids[0]}..{ids[-1]} are not the next free ids of a '
+                     f'tokenizer of {tokenizer.get_vocab_size(with_added_tokens=True)} ids')
+  tokenizer.add_special_tokens([f'<extra_id_{i}>' for i in range(len(ids))])
+  return tokenizer
+
+
+def of_run(tokenizer, mask_id: int | None = None,
+           sentinel_ids=()) -> tuple[Tokenizer, str] | None:
   """(tokenizer.json as a Tokenizer that starts each text with end-of-text, end-of-text's
-  text) of an llmjax tokenizer object, with MASK at `mask_id` if given (masked-LM runs);
+  text) of an llmjax tokenizer object, with MASK at `mask_id` if given (masked-LM runs)
+  and sentinels at `sentinel_ids` (span-corruption runs of a tokenizer without its own);
   None for kinds that have none (a tokenizer.json already is one; synthetic languages have
   no text)."""
   if isinstance(tokenizer, ByteTokenizer):
@@ -98,6 +113,7 @@ def of_run(tokenizer, mask_id: int | None = None) -> tuple[Tokenizer, str] | Non
     return None
   if mask_id is not None:
     with_mask(converted, mask_id)
+  with_sentinels(converted, sentinel_ids)
   return _starting_with(converted, eot, tokenizer.eot_id), eot
 
 

@@ -80,7 +80,10 @@ def _run_tokenizer(run: runs.RunFolder):
   mask = pipeline.mask_id(run.tokenizer) if run.experiment.data.objective == 'mlm' else None
   if spec.startswith('hf:'):
     return None, hf_tokenizer.of_hf_file(spec.removeprefix('hf:'), mask)
-  return None, hf_tokenizer.of_run(run.tokenizer, mask)
+  # A span-corruption run's sentinels past the tokenizer's ids (byte) go in as <extra_id_N>.
+  span = pipeline.span_corruption(run.tokenizer, run.experiment.data)
+  added = [i for i in span.sentinels if i >= run.tokenizer.vocab_size] if span else []
+  return None, hf_tokenizer.of_run(run.tokenizer, mask, added)
 
 
 def run_to_hf(workdir, out_dir, step: int | None = None, overwrite: bool = False,

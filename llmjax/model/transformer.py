@@ -180,6 +180,9 @@ class Transformer(nnx.Module):
     embed_key = blocks_key = encoder_key = None
     memory = None
     if options.ARCHITECTURES[self.cfg.arch].cross_attention:
+      if encoder_inputs is None:
+        raise ValueError(f'model.arch={self.cfg.arch!r} reads an encoder input: pass '
+                         f'encoder_inputs (a batch\'s encoder_* keys: data.objective=span)')
       if dropout_key is not None:
         dropout_key, encoder_key = jax.random.split(dropout_key)
       memory = self.encode(encoder_inputs, encoder_positions, encoder_segment_ids, encoder_key)
