@@ -95,13 +95,16 @@ class StepLogger:
   and evaluation and checkpoint records as they come; `last` holds the newest values."""
 
   def __init__(self, exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict,
-               start_step: int, lr_schedule):
+               start_step: int, lr_schedule, target_len: int | None = None):
+    """target_len: tokens per row the loss counts (default seq_len; an encoder-decoder's
+    decoder rows are shorter), what tokens/s and the FLOPs per token are counted in."""
+    target_len = target_len or exp.data.seq_len
     self.lr_schedule = lr_schedule
-    self.flops_per_token = flops.flops_per_token(exp.model, exp.data.seq_len)
+    self.flops_per_token = flops.flops_per_token(exp.model, exp.data.seq_len, target_len)
     self.peak, peak_source = flops.peak_flops_per_device(exp.metrics.peak_flops_per_device,
                                                          exp.model.dtype)
     self.peak_source = peak_source  # for provenance.json
-    self.throughput = Throughput(exp.data.global_batch_size * exp.data.seq_len)
+    self.throughput = Throughput(exp.data.global_batch_size * target_len)
     self.writer = metrics.MetricsWriter(exp.metrics, workdir, resolved_config,
                                         after_step=start_step)
     self.progress = metrics.Progress(start_step, exp.train.steps)
@@ -325,7 +328,8 @@ def _train(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict, data
       step_fn=jit_train_step(graphdef, tx, exp.train, shardings, batch_sharding, exp.lora,
                              head=task.head),
       batch_sharding=batch_sharding, cursor=cursor,
-      logger=StepLogger(exp, workdir, resolved_config, int(state.step), lr_schedule),
+      logger=StepLogger(exp, workdir, resolved_config, int(state.step), lr_schedule,
+                        pipeline.target_length(data.tokenizer, exp.data)),
       guard=NonFiniteGuard(exp.train),
       evaluate=Evaluator(eval_fn, pipeline.eval_batches(data, exp.data, *rows), batch_sharding),
       ckpt=ckpt,

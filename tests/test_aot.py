@@ -104,3 +104,15 @@ def test_compile_only_of_a_1b_preset_on_64_fake_devices(tmp_path):
   assert abs(size['parameters'] - params * 4 / 64) < 0.001 * 2**30
   assert size['activations and temporaries'] > 0
   assert list(tmp_path.iterdir()) == []  # no workdir, no data
+
+
+def test_an_encoder_decoder_compiles_ahead_of_time():
+  """Span rows: the encoder side is seq_len tokens, the decoder rows T5's shorter length."""
+  config = configs.load_file(str(ROOT / 'experiments/t5.py:tiny'))
+  exp = configs.build(config, 1)
+  mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+  batch = aot.abstract_batch(exp.data, None)
+  assert batch['encoder_inputs'].shape == (exp.data.global_batch_size, exp.data.seq_len)
+  assert batch['targets'].shape[1] < exp.data.seq_len
+  report = aot.memory_report(exp, mesh)
+  assert report['params_bytes'] == flops.param_counts(exp.model)['total'] * 4

@@ -345,3 +345,17 @@ def test_a_span_run_killed_after_a_save_resumes_bitwise(tmp_path):
   assert resumed.returncode == 0 and 'resuming from' in resumed.stdout, resumed.stderr[-2000:]
   assert _losses(killed) == _losses(tmp_path / 'straight')  # span corruption included
   assert sorted(_losses(killed)) == list(range(1, 21))
+
+
+def test_throughput_and_mfu_count_the_decoders_target_tokens(tmp_path):
+  """An encoder-decoder's loss counts target tokens, fewer per row than seq_len: tokens/s and
+  the FLOPs per token (hence MFU) are both per target token, or MFU is several times high."""
+  from llmjax import train  # noqa: PLC0415 - the loop's logger, used alone here
+  exp = configs.build(configs.load_file(str(ROOT / 'experiments/t5.py:tiny')), num_devices=1)
+  target = pipeline.target_length(data_tokenizers.load(exp.data.tokenizer), exp.data)
+  assert target < exp.data.seq_len
+  resolved = {**configs.as_dict(exp), 'data_fingerprint': 'test'}
+  logger = train.StepLogger(exp, tmp_path, resolved, 0, lambda s: 0.0, target)
+  logger.close()
+  assert logger.throughput.tokens_per_step == exp.data.global_batch_size * target
+  assert logger.flops_per_token == flops.flops_per_token(exp.model, exp.data.seq_len, target)
