@@ -16,9 +16,9 @@ Result (measured 2026-12-02, 2-core Xeon shared with other jobs at load 3-10, JA
 the command); held-out target loss 2.891 nats at step 150 and 2.676 at step 300 (uniform
 over the 271 ids: 5.60), target-token accuracy 0.296 and 0.328; final train loss 2.66.
 eval/bits_per_byte (5.21) counts the dropped bytes only (sentinels and end-of-text have
-none): not a compression rate. The loop's logged MFU (45%) divides the per-target-token
-FLOPs (flops.py) by encoder tokens per second: the true figure is 256/58 times smaller,
-about 10%.
+none): not a compression rate. That run logged MFU 45%, dividing the per-target-token FLOPs
+(flops.py) by encoder tokens per second; the loop now counts target tokens, which gives
+256/58 times less, about 10%.
 Smoke-test variant (seconds): --config experiments/t5.py:tiny
 """
 
