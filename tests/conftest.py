@@ -3,8 +3,13 @@
 Tests that want one device build their mesh from `jax.devices()[:1]`.
 """
 
+import json
 import os
+import pathlib
+import subprocess
+import sys
 import tempfile
+import time
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
@@ -73,3 +78,32 @@ def one_train_step(mesh_shape, cfg=CFG, microbatches=1):
     step_fn = step.jit_train_step(graphdef, tx, train_cfg, shardings, data_sharding)
     state, metrics = step_fn(state, step.device_batch(fixed_batch(), data_sharding))
   return jax.device_get(metrics), jax.device_get(state.params), state
+
+
+def killed_and_straight_losses(config: str, tmp_path, kill_after: int = 10) -> tuple[dict, dict]:
+  """Step -> training loss of a run of `config` killed (SIGKILL) once checkpoint
+  `kill_after` exists and then resumed, and of the same run uninterrupted."""
+  root = pathlib.Path(__file__).resolve().parents[1]
+  command = [sys.executable, '-m', 'llmjax.main', '--config', config,
+             '--config.train.log_every=1', '--config.checkpoint.every_steps=5',
+             '--config.checkpoint.keep_log_spaced=False']
+
+  def losses(folder):
+    lines = (folder / 'metrics.jsonl').read_text().splitlines()
+    return {r['step']: r['loss'] for r in map(json.loads, lines) if 'loss' in r}
+
+  straight = subprocess.run([*command, f'--workdir={tmp_path / "straight"}'], cwd=root,
+                            capture_output=True, text=True, timeout=600)
+  assert straight.returncode == 0, straight.stderr[-2000:]
+  killed = tmp_path / 'killed'
+  proc = subprocess.Popen([*command, f'--workdir={killed}'], cwd=root,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not (killed / 'checkpoints' / str(kill_after)).is_dir() and time.time() < deadline:
+    time.sleep(0.05)
+  proc.kill()
+  proc.wait()
+  resumed = subprocess.run([*command, f'--workdir={killed}'], cwd=root, capture_output=True,
+                           text=True, timeout=600)
+  assert resumed.returncode == 0 and 'resuming from' in resumed.stdout, resumed.stderr[-2000:]
+  return losses(killed), losses(tmp_path / 'straight')

@@ -7,7 +7,6 @@ import json
 import pathlib
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import CFG, one_train_step, text_corpus
+from conftest import CFG, killed_and_straight_losses, one_train_step, text_corpus
 from llmjax import configs, flops, step, train
 from llmjax.data import pipeline
 from llmjax.model import options
@@ -188,27 +187,6 @@ def test_bert_experiment_trains_from_the_command_line(tmp_path):
 
 @pytest.mark.slow
 def test_a_masked_lm_run_killed_after_a_save_resumes_bitwise(tmp_path):
-  command = [sys.executable, '-m', 'llmjax.main', '--config', 'experiments/bert.py:tiny',
-             '--config.train.log_every=1', '--config.checkpoint.every_steps=5',
-             '--config.checkpoint.keep_log_spaced=False']
-
-  def losses(folder):
-    lines = (folder / 'metrics.jsonl').read_text().splitlines()
-    return {r['step']: r['loss'] for r in map(json.loads, lines) if 'loss' in r}
-
-  straight = subprocess.run([*command, f'--workdir={tmp_path / "straight"}'], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
-  assert straight.returncode == 0, straight.stderr[-2000:]
-  killed = tmp_path / 'killed'
-  proc = subprocess.Popen([*command, f'--workdir={killed}'], cwd=ROOT,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  while not (killed / 'checkpoints' / '10').is_dir() and time.time() < deadline:
-    time.sleep(0.05)
-  proc.kill()
-  proc.wait()
-  resumed = subprocess.run([*command, f'--workdir={killed}'], cwd=ROOT, capture_output=True,
-                           text=True, timeout=600)
-  assert resumed.returncode == 0 and 'resuming from' in resumed.stdout, resumed.stderr[-2000:]
-  assert losses(killed) == losses(tmp_path / 'straight')  # masks included: bitwise
-  assert sorted(losses(killed)) == list(range(1, 21))
+  resumed, straight = killed_and_straight_losses('experiments/bert.py:tiny', tmp_path)
+  assert resumed == straight  # masks included: bitwise
+  assert sorted(resumed) == list(range(1, 21))

@@ -15,7 +15,7 @@ import pytest
 from llmjax.scaling import __main__ as cli
 from llmjax.scaling import (finetune_transfer, finetune_transfer_plots, grids, report, results,
                             runner)
-from tests.test_scaling_fit import isoflop_table
+from test_scaling_fit import isoflop_table
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PRETRAIN_C = np.geomspace(1e15, 1e18, 5)  # five checkpoints

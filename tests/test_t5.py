@@ -8,7 +8,6 @@ import json
 import pathlib
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import OPTIM, text_corpus
+from conftest import OPTIM, killed_and_straight_losses, text_corpus
 from llmjax import configs, flops, optim, sharding, step
 from llmjax.data import objectives, pipeline
 from llmjax.data import tokenizers as data_tokenizers
@@ -326,25 +325,9 @@ def test_t5_experiment_trains_from_the_command_line(tmp_path):
 
 @pytest.mark.slow
 def test_a_span_run_killed_after_a_save_resumes_bitwise(tmp_path):
-  command = [sys.executable, '-m', 'llmjax.main', '--config', 'experiments/t5.py:tiny',
-             '--config.train.log_every=1', '--config.checkpoint.every_steps=5',
-             '--config.checkpoint.keep_log_spaced=False']
-  straight = subprocess.run([*command, f'--workdir={tmp_path / "straight"}'], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
-  assert straight.returncode == 0, straight.stderr[-2000:]
-  killed = tmp_path / 'killed'
-  proc = subprocess.Popen([*command, f'--workdir={killed}'], cwd=ROOT,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  while not (killed / 'checkpoints' / '10').is_dir() and time.time() < deadline:
-    time.sleep(0.05)
-  proc.kill()
-  proc.wait()
-  resumed = subprocess.run([*command, f'--workdir={killed}'], cwd=ROOT, capture_output=True,
-                           text=True, timeout=600)
-  assert resumed.returncode == 0 and 'resuming from' in resumed.stdout, resumed.stderr[-2000:]
-  assert _losses(killed) == _losses(tmp_path / 'straight')  # span corruption included
-  assert sorted(_losses(killed)) == list(range(1, 21))
+  resumed, straight = killed_and_straight_losses('experiments/t5.py:tiny', tmp_path)
+  assert resumed == straight  # span corruption included
+  assert sorted(resumed) == list(range(1, 21))
 
 
 def test_throughput_and_mfu_count_the_decoders_target_tokens(tmp_path):

@@ -87,7 +87,7 @@ class TwoStep:
               ('alpha', self.loss_law, self.loss_draws)]
     if self.sigmoid is not None:
       fitted += [(p, self.sigmoid, self.sigmoid_draws) for p in ('k', 'L0', 'top')]
-    return {name: _interval(getattr(best, name), [getattr(d, name) for d in draws])
+    return {name: percentile_interval(getattr(best, name), [getattr(d, name) for d in draws])
             for name, best, draws in fitted}
 
   def predict(self, c: float) -> Interval:
@@ -95,7 +95,7 @@ class TwoStep:
     if self.sigmoid is None:
       raise ValueError(f'no sigmoid to predict the metric with: {self.why_no_sigmoid}')
     draws = [s(law(c)) for law, s in zip(self.loss_draws, self.sigmoid_draws)]
-    return _interval(float(self.sigmoid(self.loss_law(c))), draws)
+    return percentile_interval(float(self.sigmoid(self.loss_law(c))), draws)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -115,7 +115,8 @@ class TaskMetric:
     return f'{PREFIX}{self.task}/{self.metric}'
 
 
-def _interval(value: float, draws) -> Interval:
+def percentile_interval(value: float, draws) -> Interval:
+  """`value` with the 2.5th and 97.5th percentiles of its finite bootstrap `draws`."""
   draws = np.asarray([d for d in draws if math.isfinite(d)], np.float64)
   if not draws.size:
     return Interval(float(value), math.nan, math.nan)

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from llmjax.scaling import power_laws
+from llmjax.scaling.downstream import Interval, percentile_interval
 
 METRICS = ('eval/acc', 'eval/f1_macro')
 PRETRAIN_C = 'pretrain_C'
@@ -42,19 +43,6 @@ PLANNED_EXAMPLES = 'finetune_max_examples'
 CHANCE = 'chance'  # a sweep's tag: the metric of a random guess, when it knows one
 MIN_POINTS = 2  # a two-parameter law: two distinct C at least
 MIN_ERROR = 1e-3  # a redrawn error rate below this (a resampled perfect score) is clipped
-
-
-@dataclasses.dataclass(frozen=True)
-class Interval:
-  value: float
-  lo: float  # 2.5th percentile of the bootstrap fits
-  hi: float  # 97.5th
-
-  def contains(self, x: float) -> bool:
-    return self.lo <= x <= self.hi
-
-  def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -81,16 +69,9 @@ class Curve:
 
   def intervals(self) -> dict[str, Interval]:
     """a (the exponent) and k (the error rate at C_ref)."""
-    return {name: _interval(getattr(self.law, name), [getattr(d, name) for d in self.draws])
+    return {name: percentile_interval(getattr(self.law, name),
+                                      [getattr(d, name) for d in self.draws])
             for name in ('a', 'k')}
-
-
-def _interval(value: float, draws) -> Interval:
-  draws = np.asarray([d for d in draws if math.isfinite(d)], np.float64)
-  if not draws.size:
-    return Interval(float(value), math.nan, math.nan)
-  return Interval(float(value), float(np.percentile(draws, 2.5)),
-                  float(np.percentile(draws, 97.5)))
 
 
 def is_finetune(table: pd.DataFrame) -> pd.Series:
