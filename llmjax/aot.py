@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from llmjax import flops, optim, sharding, step
 from llmjax.configs import Experiment
-from llmjax.data import objectives, pipeline
+from llmjax.data import pipeline
 from llmjax.data.pipeline import DataConfig
 
 UNITS = ('B', 'KiB', 'MiB', 'GiB', 'TiB')
@@ -28,13 +28,11 @@ UNITS = ('B', 'KiB', 'MiB', 'GiB', 'TiB')
 def abstract_batch(cfg: DataConfig, batch_sharding) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes, dtypes and sharding of a global training batch, as the pipeline makes it: span
   corruption's rows are an encoder side of seq_len tokens and shorter decoder rows."""
-  rows, length = cfg.global_batch_size, cfg.seq_len
+  rows, length = cfg.global_batch_size, pipeline.target_length(cfg)
   dtypes = {'inputs': jnp.int32, 'targets': jnp.int32, 'positions': jnp.int32,
             'segment_ids': jnp.int32, 'weights': jnp.float32}
   encoder = {}
-  if cfg.objective == 'span':  # T5's length arithmetic; sentinel ids do not matter here
-    span = objectives.SpanCorruption((), 0, cfg.noise_density, cfg.mean_span)
-    length = span.span_lengths(cfg.seq_len)[1]
+  if cfg.objective == 'span':
     encoder = {k: jax.ShapeDtypeStruct((rows, cfg.seq_len), jnp.int32, sharding=batch_sharding)
                for k in pipeline.ENCODER_KEYS}
   return {**{k: jax.ShapeDtypeStruct((rows, length), d, sharding=batch_sharding)

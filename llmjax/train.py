@@ -329,7 +329,7 @@ def _train(exp: 'Experiment', workdir: pathlib.Path, resolved_config: dict, data
                              head=task.head),
       batch_sharding=batch_sharding, cursor=cursor,
       logger=StepLogger(exp, workdir, resolved_config, int(state.step), lr_schedule,
-                        pipeline.target_length(data.tokenizer, exp.data)),
+                        pipeline.target_length(exp.data)),
       guard=NonFiniteGuard(exp.train),
       evaluate=Evaluator(eval_fn, pipeline.eval_batches(data, exp.data, *rows), batch_sharding),
       ckpt=ckpt,

@@ -335,7 +335,7 @@ def test_throughput_and_mfu_count_the_decoders_target_tokens(tmp_path):
   the FLOPs per token (hence MFU) are both per target token, or MFU is several times high."""
   from llmjax import train  # noqa: PLC0415 - the loop's logger, used alone here
   exp = configs.build(configs.load_file(str(ROOT / 'experiments/t5.py:tiny')), num_devices=1)
-  target = pipeline.target_length(data_tokenizers.load(exp.data.tokenizer), exp.data)
+  target = pipeline.target_length(exp.data)
   assert target < exp.data.seq_len
   resolved = {**configs.as_dict(exp), 'data_fingerprint': 'test'}
   logger = train.StepLogger(exp, tmp_path, resolved, 0, lambda s: 0.0, target)

@@ -171,10 +171,13 @@ def _span_rows(documents: grain.MapDataset, tokenizer, cfg: DataConfig) -> grain
   return packed.map(_span_row)
 
 
-def target_length(tokenizer, cfg: DataConfig) -> int:
-  """Tokens per row of what the loss is on: seq_len, or span corruption's target length."""
-  span = span_corruption(tokenizer, cfg)
-  return cfg.seq_len if span is None else span.span_lengths(cfg.seq_len)[1]
+def target_length(cfg: DataConfig) -> int:
+  """Tokens per row of what the loss is on: seq_len, or span corruption's target length
+  (T5's arithmetic, which the sentinels' ids do not enter)."""
+  if cfg.objective != 'span':
+    return cfg.seq_len
+  span = objectives.SpanCorruption((), 0, cfg.noise_density, cfg.mean_span)
+  return span.span_lengths(cfg.seq_len)[1]
 
 
 def token_bytes(tokenizer, cfg: DataConfig) -> np.ndarray:
